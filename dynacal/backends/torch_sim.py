@@ -1,0 +1,239 @@
+"""The torch simulator backend: eager (readable, differentiable) and fused (fast) engines.
+
+The eager engine loops over time in Python and calls :func:`dpi.dpi_step`; it is the
+reference every fused kernel is tested against, and the gradient path. The fused engines
+run the whole time loop in compiled code: ``fused_cpu`` (numba, several neurons per
+instruction, parallel over neuron blocks) and ``fused_cuda`` (Triton, one program per
+neuron block with the time loop inside).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import BackendUnavailable, ParameterError, unknown_name
+from ..experiment import Experiment
+from ..params import STATE_NAMES, Params
+from ..recording import Recording, check_record
+from . import stability
+from .base import resolve_params, select_neurons
+from .dpi import Recurrent, dpi_step, get_surrogate, initial_state, refractory_steps
+
+__all__ = ["TorchBackend", "ENGINES", "round_ste"]
+
+log = logging.getLogger(__name__)
+ENGINES = ("auto", "eager", "fused")
+_announced: set[str] = set()
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w):
+        return torch.round(w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def round_ste(w: torch.Tensor) -> torch.Tensor:
+    """Round to integers forward, identity backward (straight-through estimator)."""
+    return _RoundSTE.apply(w)
+
+
+class TorchBackend:
+    """Dynap-SE1 simulator in PyTorch.
+
+    Args:
+        engine: ``"auto"`` (fused when available and no gradient is needed, else eager),
+            ``"eager"`` or ``"fused"``.
+        dtype: ``torch.float64`` (Brian2-exact reference) or ``torch.float32``; strings ok.
+        device: ``"cpu"`` or ``"cuda"``.
+        substeps: Euler sub-steps per step (1 = Brian2-exact; more for stiff settings).
+        surrogate: surrogate gradient of the spike (``dpi.SURROGATES``) for eager runs.
+        chunk_steps: steps whose input counts are built at once (bounds memory).
+    """
+
+    name = "torch"
+    batched = True
+    differentiable = True
+
+    def __init__(self, engine: str = "auto", dtype=torch.float64, device="cpu", *, substeps: int = 1,
+                 surrogate: str = "fast_sigmoid", chunk_steps: int = 1000):
+        if engine not in ENGINES:
+            raise unknown_name("engine", engine, ENGINES)
+        if isinstance(dtype, str):
+            if dtype not in ("float32", "float64"):
+                raise ParameterError(f"dtype {dtype!r} is not supported; use 'float64' or 'float32'.")
+            dtype = getattr(torch, dtype)
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable("device 'cuda' was asked for but torch sees no CUDA GPU here "
+                                     "(CPU build of torch, or no GPU); use device='cpu'.")
+        if int(substeps) < 1:
+            raise ParameterError(f"substeps = {substeps} must be an integer >= 1.")
+        self.engine, self.dtype, self.device = engine, dtype, device
+        self.substeps, self.chunk_steps = int(substeps), int(chunk_steps)
+        self.spike_fn = get_surrogate(surrogate)
+        self.surrogate = surrogate
+
+    def __repr__(self) -> str:
+        return f"TorchBackend(engine={self.engine!r}, dtype={self.dtype}, device={self.device})"
+
+    def run(self, experiment: Experiment, params: Params | None = None, *, record: Sequence[str] = (),
+            record_neurons=None, record_every: int = 1, input_weights: torch.Tensor | None = None,
+            recurrent_weights: torch.Tensor | None = None) -> Recording:
+        """Simulate ``experiment`` for every parameter set in ``params``.
+
+        Args:
+            experiment: network, stimulus, dt and duration.
+            params: (B, N)-broadcastable parameters; None = the network's own.
+            record: state names to trace (``STATE_NAMES``) or ``"all"``.
+            record_neurons: indices of neurons to trace (default all).
+            record_every: keep every k-th step of the traces.
+            input_weights, recurrent_weights: float tensors (E,) or (B, E) replacing the
+                network's integer weights, rounded with a straight-through estimator so
+                that gradients reach them (eager engine).
+
+        Returns:
+            A :class:`Recording`. When any input requires grad, its ``raster`` (T, B, N)
+            and traces carry surrogate gradients.
+        """
+        names = check_record(record)
+        if int(record_every) < 1:
+            raise ParameterError(f"record_every = {record_every} must be an integer >= 1.")
+        p = resolve_params(experiment, params, dtype=self.dtype, device=self.device)
+        n = experiment.network.n_neurons
+        b, pn = p.shape
+        if pn not in (1, n):
+            raise ParameterError(f"parameters are given for {pn} neurons but the network has {n}; give "
+                                 f"(B, {n}) or (B, 1) values.")
+        idx = select_neurons(record_neurons, n)
+        grad = (torch.is_grad_enabled() and (any(getattr(p, f).requires_grad for f in p.__dataclass_fields__)
+                or (input_weights is not None and input_weights.requires_grad)
+                or (recurrent_weights is not None and recurrent_weights.requires_grad)))
+        engine = self._choose(grad or input_weights is not None or recurrent_weights is not None)
+        stability.check_static(p, experiment.dt, self.substeps)
+        start = time.perf_counter()
+        if engine == "eager":
+            out = self._run_eager(experiment, p, b, n, names, idx, int(record_every),
+                                  input_weights, recurrent_weights, keep_raster=grad)
+        else:
+            out = self._run_fused(experiment, p, b, n, names, idx, int(record_every))
+        wall = time.perf_counter() - start
+        sb, sn, ss, traces, unstable, peak, raster = out
+        stability.report_dynamic(p, experiment.dt, self.substeps, unstable, peak)
+        meta = {"engine": engine, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
+                "substeps": self.substeps, "wall_time_s": wall, "experiment": experiment.summary(),
+                "versions": {"torch": torch.__version__, "numpy": np.__version__}}
+        return Recording.from_steps(self.name, experiment.dt, experiment.n_steps, b, n, sb, sn, ss,
+                                    traces=traces, trace_neurons=idx, trace_every=int(record_every),
+                                    metadata=meta, raster=raster)
+
+    # --- engines ------------------------------------------------------------------------
+
+    def _choose(self, needs_grad: bool) -> str:
+        if self.engine == "eager":
+            return "eager"
+        if needs_grad:
+            if self.engine == "fused":
+                raise ParameterError("the fused engine has no gradients; use engine='eager' (or 'auto') "
+                                     "for a run whose parameters or weights require grad.")
+            return "eager"
+        available = _fused_available(self.device)
+        if self.engine == "fused" and not available:
+            raise BackendUnavailable(_fused_missing(self.device))
+        choice = "fused" if available else "eager"
+        if self.engine == "auto" and choice not in _announced:
+            _announced.add(choice)
+            log.info("torch backend: engine 'auto' chose %r on %s; pin it with engine='eager' or 'fused'.",
+                     choice, self.device)
+        return choice
+
+    def _recurrent(self, experiment: Experiment, b: int, weights: torch.Tensor | None) -> Recurrent | None:
+        rec = experiment.network.recurrent
+        if rec.pre.size == 0:
+            return None
+        n = experiment.network.n_neurons
+        dev = self.device
+        w = (torch.as_tensor(rec.weight, dtype=self.dtype, device=dev) if weights is None
+             else round_ste(weights.to(self.dtype)))
+        target = torch.as_tensor(rec.syn_type * n + rec.post, dtype=torch.long, device=dev)
+        return Recurrent(torch.as_tensor(rec.pre, dtype=torch.long, device=dev), target, w)
+
+    def _counts(self, experiment: Experiment, t0: int, t1: int, weights: torch.Tensor | None) -> torch.Tensor:
+        if weights is None:
+            return experiment.input_counts(t0, t1, dtype=self.dtype, device=self.device)
+        conns, n = experiment.network.inputs, experiment.network.n_neurons
+        raster = torch.as_tensor(experiment.stimulus.dense(t1)[:, t0:t1].T, dtype=self.dtype, device=self.device)
+        w = round_ste(weights.to(self.dtype))
+        flow = raster[:, torch.as_tensor(conns.pre, device=self.device)] * w  # (Tc, E) or (Tc, B, E)
+        target = torch.as_tensor(conns.syn_type * n + conns.post, dtype=torch.long, device=self.device)
+        out = torch.zeros(flow.shape[:-1] + (4 * n,), dtype=self.dtype, device=self.device)
+        out = out.index_add(flow.ndim - 1, target, flow)
+        return out.view(*flow.shape[:-1], 4, n)
+
+    def _run_eager(self, experiment, p, b, n, names, idx, every, input_weights, recurrent_weights, keep_raster):
+        dt, T = experiment.dt, experiment.n_steps
+        state = initial_state(b, n, dtype=self.dtype, device=self.device)
+        refr = refractory_steps(p.soma_refP, dt).to(self.device)
+        recurrent = self._recurrent(experiment, b, recurrent_weights)
+        spike_fn = self.spike_fn if keep_raster else None
+        idx_t = torch.as_tensor(idx, device=self.device)
+        traces = {name: [] for name in names}
+        events, raster = [], []
+        unstable = torch.zeros((b, n), dtype=torch.bool, device=self.device)
+        peak = torch.zeros((b, n), dtype=self.dtype, device=self.device)
+        for t0 in range(0, T, self.chunk_steps):
+            t1 = min(T, t0 + self.chunk_steps)
+            counts = self._counts(experiment, t0, t1, input_weights)
+            chunk = []
+            for k in range(t1 - t0):
+                if names and (t0 + k) % every == 0:
+                    for name in names:
+                        traces[name].append(getattr(state, name)[:, idx_t])
+                count = counts[k] if counts.ndim == 3 else counts[k].transpose(0, 0)
+                spikes, state = dpi_step(state, p, dt, count, recurrent=recurrent, spike_fn=spike_fn,
+                                         refr_steps=refr, substeps=self.substeps)
+                chunk.append(spikes)
+                with torch.no_grad():
+                    for x in state[:6]:
+                        unstable |= ~(x > 0) if x is not state.Isoma_ahp else ~(x >= 0)
+                    torch.maximum(peak, state.Igaba_a + state.Isoma_ahp, out=peak)
+            stacked = torch.stack(chunk)
+            if keep_raster:
+                raster.append(stacked)
+            nz = torch.nonzero(stacked.detach() > 0)
+            events.append((nz[:, 1].cpu().numpy(), nz[:, 2].cpu().numpy(), (nz[:, 0] + t0).cpu().numpy()))
+        sb, sn, ss = (np.concatenate(parts) for parts in zip(*events))
+        traces = {name: torch.stack(v) for name, v in traces.items()}
+        return sb, sn, ss, traces, unstable.cpu(), peak.detach().cpu(), (torch.cat(raster) if keep_raster else None)
+
+    def _run_fused(self, experiment, p, b, n, names, idx, every):
+        if self.device.type == "cuda":
+            from . import fused_cuda as kernel
+        else:
+            from . import fused_cpu as kernel
+        return kernel.simulate(experiment, p.expand(b, n), names, idx, every, substeps=self.substeps,
+                               chunk_steps=self.chunk_steps)
+
+
+def _fused_available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    return importlib.util.find_spec("numba") is not None
+
+
+def _fused_missing(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "the fused CUDA engine needs triton (pip install triton); or use engine='eager'."
+    return "the fused CPU engine needs numba (pip install numba); or use engine='eager'."
+
+
+assert STATE_NAMES[:6] == ("Isoma_mem", "Isoma_ahp", "Inmda", "Iampa", "Igaba_a", "Igaba_b")

@@ -1,0 +1,3 @@
+"""Characterisation protocols (planned in the protocols issue)."""
+
+__all__: list[str] = []

@@ -1,0 +1,118 @@
+"""Input spike trains and DC input, with seeded generators.
+
+A :class:`Stimulus` holds input spikes as an event list (step, source), sorted by step,
+at most one spike per source and step (as a Brian2 SpikeGeneratorGroup or the board's
+FPGA generator), and an optional per-neuron DC current that sets ``Isoma_const``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .errors import ParameterError
+
+__all__ = ["Stimulus", "poisson", "regular"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Stimulus:
+    """Input of an experiment.
+
+    Attributes:
+        n_sources: number of input sources.
+        steps: int64 (K,), the time step of each input spike, sorted.
+        sources: int64 (K,), the source of each input spike.
+        dc: float64 (N,) DC current per neuron in A (replaces ``Isoma_const``), or None.
+    """
+
+    n_sources: int
+    steps: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    sources: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    dc: np.ndarray | None = None
+
+    def __post_init__(self):
+        steps = np.asarray(self.steps, dtype=np.int64).ravel()
+        sources = np.asarray(self.sources, dtype=np.int64).ravel()
+        if steps.shape != sources.shape:
+            raise ParameterError(f"steps has {steps.size} events but sources has {sources.size}; "
+                                 f"give one source per spike step.")
+        if steps.size and (steps.min() < 0 or sources.min() < 0 or sources.max() >= self.n_sources):
+            raise ParameterError(f"input events out of range: steps must be >= 0 and sources in "
+                                 f"0..{self.n_sources - 1}.")
+        order = np.lexsort((sources, steps))
+        steps, sources = steps[order], sources[order]
+        if steps.size > 1:
+            dup = (np.diff(steps) == 0) & (np.diff(sources) == 0)
+            if dup.any():
+                k = int(np.argmax(dup))
+                raise ParameterError(f"source {int(sources[k])} spikes twice in step {int(steps[k])}; a "
+                                     f"source emits at most one spike per step (raise the weight instead).")
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "sources", sources)
+        if self.dc is not None:
+            dc = np.asarray(self.dc, dtype=np.float64).ravel()
+            if not np.all(np.isfinite(dc)) or dc.min() < 0:
+                raise ParameterError("dc must be finite, non-negative currents in A (one per neuron).")
+            if dc.max() >= 1e-3:
+                raise ParameterError(f"dc = {dc.max():g} A is implausibly large; it looks like pA given as "
+                                     f"A: pass {dc.max() * 1e-12:g}.")
+            object.__setattr__(self, "dc", dc)
+
+    @classmethod
+    def from_dense(cls, raster, dc=None) -> "Stimulus":
+        """From a dense raster of shape (n_sources, n_steps); non-zero = a spike."""
+        r = np.asarray(raster)
+        if r.ndim != 2:
+            raise ParameterError(f"input raster has shape {r.shape}; expected (n_sources, n_steps).")
+        if not np.all(np.isin(r, (0, 1))):
+            raise ParameterError("input raster must hold 0 or 1 (one spike per source and step).")
+        sources, steps = np.nonzero(r)
+        return cls(n_sources=r.shape[0], steps=steps, sources=sources, dc=dc)
+
+    def dense(self, n_steps: int) -> np.ndarray:
+        """The raster as uint8 of shape (n_sources, n_steps)."""
+        r = np.zeros((self.n_sources, n_steps), dtype=np.uint8)
+        keep = self.steps < n_steps
+        r[self.sources[keep], self.steps[keep]] = 1
+        return r
+
+    def summary(self) -> dict:
+        """A small JSON-able description for recording metadata."""
+        return {"n_sources": int(self.n_sources), "n_spikes": int(self.steps.size),
+                "dc_mean_A": None if self.dc is None else float(self.dc.mean())}
+
+
+def poisson(n_sources: int, rate_hz, n_steps: int, dt: float, *, seed: int | None = 0,
+            start_step: int = 0, stop_step: int | None = None) -> Stimulus:
+    """Bernoulli-per-step Poisson trains (as the seed notebook: spike if U < rate * dt).
+
+    Args:
+        n_sources: number of independent sources.
+        rate_hz: rate in Hz, scalar or (n_sources,).
+        n_steps: length in steps; dt: step in s.
+        seed: seed of numpy's generator (same seed, same trains).
+        start_step, stop_step: spikes only in [start_step, stop_step).
+    """
+    rate = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), (n_sources,))
+    if np.any(rate < 0) or np.any(rate * dt > 1):
+        raise ParameterError(f"rate must be in 0..{1 / dt:g} Hz for dt = {dt:g} s; got {rate.max():g} Hz.")
+    rng = np.random.default_rng(seed)
+    stop = n_steps if stop_step is None else stop_step
+    mask = rng.random((n_steps, n_sources)) < rate * dt
+    mask[:start_step] = False
+    mask[stop:] = False
+    steps, sources = np.nonzero(mask)
+    return Stimulus(n_sources, steps, sources)
+
+
+def regular(n_sources: int, rate_hz: float, n_steps: int, dt: float, *, first_step: int = 0) -> Stimulus:
+    """Regular trains: every source spikes every ``round(1 / (rate * dt))`` steps."""
+    if rate_hz <= 0:
+        raise ParameterError(f"rate_hz = {rate_hz} must be > 0.")
+    period = max(1, int(round(1.0 / (rate_hz * dt))))
+    times = np.arange(first_step, n_steps, period)
+    steps = np.repeat(times, n_sources)
+    sources = np.tile(np.arange(n_sources), times.size)
+    return Stimulus(n_sources, steps, sources)
