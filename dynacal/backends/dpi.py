@@ -227,13 +227,21 @@ def _straight_through(width: float):
 #: input is the relative threshold distance (Isoma_mem - Isoma_th) / Isoma_th.
 SURROGATES: dict[str, tuple[Callable[[float], Callable[[Tensor], Tensor]], float]] = {
     "fast_sigmoid": (_fast_sigmoid, 10.0),     # SuperSpike (Zenke & Ganguli 2018)
-    "straight_through": (_straight_through, 1.0),  # gradient 1 within +-width of threshold
+    "straight_through": (_straight_through, 0.5),  # gradient 1 within +-50 % of threshold
 }
 
 
-def get_surrogate(name: str = "fast_sigmoid", scale: float | None = None) -> Callable[[Tensor], Tensor]:
-    """A spike function: Heaviside forward, the named surrogate derivative backward."""
+def get_surrogate(name: str | None = "fast_sigmoid", scale: float | None = None) -> Callable[[Tensor], Tensor] | None:
+    """A spike function: Heaviside forward, the named surrogate derivative backward.
+
+    ``None`` or ``"none"`` returns None: spikes are then constants for autograd, and the
+    gradient is the exact pathwise derivative for fixed spike steps (which is the true
+    derivative of a smooth observable, since spike steps are locally constant). Surrogates
+    add a biased but informative gradient through the threshold, e.g. for spike counts.
+    """
     from ..errors import unknown_name
+    if name is None or name == "none":
+        return None
     if name not in SURROGATES:
         raise unknown_name("surrogate", name, SURROGATES)
     factory, default = SURROGATES[name]

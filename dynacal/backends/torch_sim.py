@@ -56,7 +56,8 @@ class TorchBackend:
         dtype: ``torch.float64`` (Brian2-exact reference) or ``torch.float32``; strings ok.
         device: ``"cpu"`` or ``"cuda"``.
         substeps: Euler sub-steps per step (1 = Brian2-exact; more for stiff settings).
-        surrogate: surrogate gradient of the spike (``dpi.SURROGATES``) for eager runs.
+        surrogate: surrogate gradient of the spike (``dpi.SURROGATES``) for eager runs;
+            ``"none"`` holds spikes constant (exact gradients of smooth observables).
         chunk_steps: steps whose input counts are built at once (bounds memory).
     """
 
@@ -118,7 +119,7 @@ class TorchBackend:
         grad = (torch.is_grad_enabled() and (any(getattr(p, f).requires_grad for f in p.__dataclass_fields__)
                 or (input_weights is not None and input_weights.requires_grad)
                 or (recurrent_weights is not None and recurrent_weights.requires_grad)))
-        engine = self._choose(grad or input_weights is not None or recurrent_weights is not None)
+        engine = self._choose(grad or input_weights is not None or recurrent_weights is not None, experiment)
         stability.check_static(p, experiment.dt, self.substeps)
         start = time.perf_counter()
         if engine == "eager":
@@ -138,7 +139,7 @@ class TorchBackend:
 
     # --- engines ------------------------------------------------------------------------
 
-    def _choose(self, needs_grad: bool) -> str:
+    def _choose(self, needs_grad: bool, experiment: Experiment) -> str:
         if self.engine == "eager":
             return "eager"
         if needs_grad:
@@ -150,6 +151,14 @@ class TorchBackend:
         if self.engine == "fused" and not available:
             raise BackendUnavailable(_fused_missing(self.device))
         choice = "fused" if available else "eager"
+        if choice == "fused" and self.device.type == "cuda":
+            from . import fused_cuda  # imports no triton
+            if not fused_cuda.supports(experiment):
+                if "cuda-recurrent" not in _announced:
+                    _announced.add("cuda-recurrent")
+                    log.info("torch backend: the fused CUDA kernel does not simulate recurrent "
+                             "connections; running the eager engine on %s instead.", self.device)
+                return "eager"
         if self.engine == "auto" and choice not in _announced:
             _announced.add(choice)
             log.info("torch backend: engine 'auto' chose %r on %s; pin it with engine='eager' or 'fused'.",

@@ -1,0 +1,42 @@
+"""Atomic file writes: a crash or an error never leaves a half-written file behind.
+
+The data is written to a temporary file in the target's folder, flushed to disk, then
+renamed over the target with ``os.replace`` (atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` atomically.
+
+    Args:
+        path: the file to create or replace; its folder is created if needed.
+        write: called with a binary file object open for writing.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # os.open with mode 0o666 honours the umask, so the result gets the usual
+    # permissions (mkstemp would leave it readable by its owner only).
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

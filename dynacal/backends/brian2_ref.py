@@ -1,0 +1,349 @@
+r"""The Brian2 reference backend: ``dpi-model.md`` written in Brian2's equation language.
+
+This is the ground truth the torch simulator is tested against. The equations below are
+ours (not copied from the public DynapSE simulator); boolean masks are written as
+``int(...)`` so that they work with current Brian2, sympy and numpy.
+
+Layout of one run: B parameter sets become B independent copies of the network in one
+``NeuronGroup`` of B * N neurons (neuron ``n`` of set ``b`` is index ``b * N + n``). Every
+parameter of ``params.PARAMETERS`` is a per-neuron variable of that group, so per-core
+biases, per-neuron mismatch and batches are all just arrays. The synapse currents
+``Inmda``, ``Iampa``, ``Igaba_a``, ``Igaba_b`` are per-neuron state variables. The
+experiment's input sources are one ``SpikeGeneratorGroup``; every (source | neuron, synapse
+type) pathway is one ``Synapses`` object with an integer ``weight`` per connection, its
+connections replicated into each copy, and ``on_pre: I_X_post += I_X_w0_post * weight *
+alpha_X_post``. Forward Euler (``method='euler'``), ``refractory='soma_refP'`` per neuron.
+
+Brian2's default schedule is the contract's step order: ``start`` (the ``StateMonitor``
+records the state before the step), ``groups`` (Euler), ``thresholds`` (neurons and the
+spike generator), ``synapses`` (jumps of this step's spikes), ``resets``.
+
+Targets:
+
+- ``"runtime"``: Brian2's numpy code generation. (Cython was measured and rejected: its
+  generated code raises ``ZeroDivisionError`` where the model needs IEEE ``x / 0 = inf``,
+  see the AHP note in ``dpi-model.md``, and each of its ~10 code objects compiles for tens of
+  seconds on a cold cache; numpy runs the 1000-step tests in about a second.)
+- ``"cpp_standalone"``: one compiled project per network *structure* (B * N, connections,
+  stimulus spikes, recorded names and neurons, dt, n_steps, dtype), cached in memory and on
+  disk under ``build_dir`` (default ``$XDG_CACHE_HOME/dynacal/brian2``). Parameter values,
+  including a DC input, are passed to the compiled binary as ``run_args`` on every run, so
+  changing only parameters never recompiles. A new stimulus (input spike times) is a new
+  structure and is compiled once. Compiled without ``-ffast-math`` (Brian2's default), so
+  that it computes in IEEE arithmetic like the runtime target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import BackendUnavailable, ParameterError, unknown_name
+from ..experiment import Experiment
+from ..params import INITIAL_STATE, PARAMETERS, SYNAPSE_TYPES, Params
+from ..recording import Recording, check_record
+from .base import resolve_params, select_neurons
+
+__all__ = ["Brian2Backend", "TARGETS", "equations"]
+
+log = logging.getLogger(__name__)
+TARGETS = ("runtime", "cpp_standalone")
+_UNITS = {"A": "amp", "F": "farad", "V": "volt", "s": "second", "": "1"}
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+# IEEE semantics in compiled code: Brian2's default flags include -ffast-math.
+_GCC_FLAGS = ["-w", "-O3", "-std=c++11", "-ffp-contract=off"]
+_SYN = {"nmda": ("Inmda", "Cnmda"), "ampa": ("Iampa", "Campa"),
+        "gaba_a": ("Igaba_a", "Cgaba_a"), "gaba_b": ("Igaba_b", "Cgaba_b")}
+
+
+def _brian2():
+    """Import brian2 lazily; a missing package names the extra that installs it."""
+    try:
+        import brian2
+    except ImportError as exc:
+        raise BackendUnavailable(f"the 'brian2' backend needs the brian2 simulator, which cannot be "
+                                 f"imported here ({exc}). Install it with: pip install 'dynacal[brian2]'; "
+                                 f"or use backend 'torch'.") from exc
+    return brian2
+
+
+def equations() -> str:
+    """The model of ``dpi-model.md`` as a Brian2 equation string (parameters in SI units)."""
+    lines = [f"{name} : {_UNITS[spec.unit]}" for name, spec in PARAMETERS.items()]
+    lines += [
+        "kappa = (kn + kp) / 2 : 1",
+        # Soma: on_mem = [Isoma_mem > I0], off_mem = 1 - on_mem.
+        "on_mem = int(Isoma_mem > I0) : 1",
+        "off_mem = 1 - on_mem : 1",
+        "Imem_c = clip(Isoma_mem, I0, 1*amp) : amp",
+        "Inmda_dp = Inmda / (1 + Inmda_thr / Imem_c) : amp",
+        "Iin_c = clip(Inmda_dp + Iampa - Igaba_b + Isoma_const, I0, 1*amp) : amp",
+        "Itau_s = on_mem * Isoma_dpi_tau + off_mem * I0 : amp",
+        "Ig_s = on_mem * alpha_soma * Itau_s + off_mem * I0 : amp",
+        "Iahp_s = on_mem * Isoma_ahp + off_mem * I0 : amp",
+        "Iga_s = on_mem * Igaba_a + off_mem * I0 : amp",
+        "Ipfb = Isoma_pfb_gain / (1 + exp(-(Isoma_mem - Isoma_pfb_th) / Isoma_pfb_norm)) : amp",
+        "Ipfb_s = on_mem * Ipfb + off_mem * I0 : amp",
+        "Isum = Itau_s + Iahp_s + Iga_s - Ipfb_s - off_mem * I0 : amp",
+        "tau_soma = Csoma_mem * Ut / (kappa * Itau_s) : second",
+        "dIsoma_mem/dt = (alpha_soma * (Iin_c - Isum) - (Isum - off_mem * I0) * Imem_c / Itau_s)"
+        " / (tau_soma * (1 + Ig_s / Imem_c)) : amp (unless refractory)",
+        # Adaptation: on_ahp = [Isoma_ahp > I0]. Iahp_s is the soma's (masked by on_mem).
+        "on_ahp = int(Isoma_ahp > I0) : 1",
+        "off_ahp = 1 - on_ahp : 1",
+        "Iahp_tau_s = on_ahp * Isoma_ahp_tau + off_ahp * I0 : amp",
+        "Iahp_g_s = on_ahp * alpha_ahp * Iahp_tau_s + off_ahp * I0 : amp",
+        "tau_ahp = Csoma_ahp * Ut / (kappa * Iahp_tau_s) : second",
+        "dIsoma_ahp/dt = (-Iahp_g_s - Isoma_ahp + 2 * off_ahp * I0)"
+        " / (tau_ahp * (1 + Iahp_g_s / Iahp_s)) : amp",
+    ]
+    for x, (cur, cap) in _SYN.items():  # the same DPI form for every synapse type
+        lines += [
+            f"on_{x} = int({cur} > I0) : 1",
+            f"Itau_{x}_s = on_{x} * {cur}_tau + (1 - on_{x}) * I0 : amp",
+            f"Ig_{x}_s = on_{x} * alpha_{x} * {cur}_tau + (1 - on_{x}) * I0 : amp",
+            f"tau_{x} = {cap} * Ut / (kappa * Itau_{x}_s) : second",
+            f"d{cur}/dt = (-{cur} - Ig_{x}_s + 2 * (1 - on_{x}) * I0)"
+            f" / (tau_{x} * (Ig_{x}_s / {cur} + 1)) : amp",
+        ]
+    return "\n".join(lines)
+
+
+THRESHOLD = "Isoma_mem > Isoma_th"
+RESET = "Isoma_ahp += Isoma_ahp_w * alpha_ahp\nIsoma_mem = Isoma_reset"
+
+
+def _on_pre(x: str) -> str:
+    cur = _SYN[x][0]
+    return f"{cur}_post += {cur}_w0_post * weight * alpha_{x}_post"
+
+
+
+class _Model:
+    """The Brian2 objects of one experiment structure, on the device active when built.
+
+    ``batch`` copies of the network; ``idx`` (R,) neurons traced every ``every`` steps.
+    """
+
+    def __init__(self, b2, experiment: Experiment, batch: int, names: tuple[str, ...],
+                 idx: np.ndarray, every: int):
+        net, stim = experiment.network, experiment.stimulus
+        n, dt = net.n_neurons, experiment.dt * b2.second
+        self.batch, self.n, self.names, self.idx, self.dt = batch, n, names, idx, experiment.dt
+        self.n_rec = -(-experiment.n_steps // every)  # ceil: steps 0, every, 2 every, ...
+        self.duration = experiment.n_steps * dt
+        g = b2.NeuronGroup(batch * n, equations(), threshold=THRESHOLD, reset=RESET,
+                           refractory="soma_refP", method="euler", dt=dt, name="neurons")
+        for name, value in INITIAL_STATE.items():
+            setattr(g, name + "_", value)
+        self.group, objects = g, [g]
+        offset = np.arange(batch, dtype=np.int64)[:, None] * n  # first neuron of each copy
+        if net.inputs.pre.size and stim.steps.size:
+            gen = b2.SpikeGeneratorGroup(net.n_inputs, stim.sources, stim.steps * dt, dt=dt, name="inputs")
+            objects.append(gen)
+            objects += _pathways(b2, gen, g, net.inputs, 0 * offset, offset, "in", dt)
+        if net.recurrent.pre.size:
+            objects += _pathways(b2, g, g, net.recurrent, offset, offset, "rec", dt)
+        self.spikes = b2.SpikeMonitor(g, variables=[], name="spikes")
+        objects.append(self.spikes)
+        self.traces = None
+        if names and idx.size:
+            self.traces = b2.StateMonitor(g, list(names), record=(offset + idx).ravel(), dt=dt * every,
+                                          name="traces")
+            objects.append(self.traces)
+        self.network = b2.Network(*objects)
+
+    def results(self, dtype) -> tuple:
+        """Spike events (batch, neuron, step) and traces name -> tensor (T_rec, B, R)."""
+        i = np.asarray(self.spikes.i[:], dtype=np.int64)
+        steps = np.rint(np.asarray(self.spikes.t_[:]) / self.dt).astype(np.int64)
+        traces = {}
+        r = self.idx.size
+        for name in self.names:
+            if self.traces is None:
+                arr = np.zeros((self.n_rec, self.batch, r))
+            else:
+                arr = np.asarray(getattr(self.traces, name + "_"), dtype=np.float64).T.reshape(-1, self.batch, r)
+            if arr.shape[0] != self.n_rec:
+                raise RuntimeError(f"Brian2 recorded {arr.shape[0]} samples of {name}; expected {self.n_rec}.")
+            traces[name] = torch.as_tensor(arr, dtype=dtype)
+        return i // self.n, i % self.n, steps, traces
+
+
+def _pathways(b2, source, target, conns, pre_offset, post_offset, label, dt) -> list:
+    """One ``Synapses`` per synapse type present in ``conns``, replicated into each copy."""
+    out = []
+    for k, x in enumerate(SYNAPSE_TYPES):
+        sel = conns.syn_type == k
+        if not sel.any():
+            continue
+        s = b2.Synapses(source, target, model="weight : 1", on_pre=_on_pre(x), dt=dt, name=f"{label}_{x}")
+        s.connect(i=(pre_offset + conns.pre[sel]).ravel(), j=(post_offset + conns.post[sel]).ravel())
+        s.weight_ = np.tile(conns.weight[sel].astype(np.float64), pre_offset.shape[0])
+        out.append(s)
+    return out
+
+
+@contextlib.contextmanager
+def _brian2_context(b2, device, float_dtype, **build_options):
+    """Make ``device`` Brian2's active device, with our preferences, for the block only."""
+    saved = {key: b2.prefs[key] for key in ("codegen.target", "core.default_float_dtype",
+                                            "codegen.cpp.extra_compile_args_gcc")}
+    b2.prefs["codegen.target"] = "numpy"
+    b2.prefs["core.default_float_dtype"] = float_dtype
+    b2.prefs["codegen.cpp.extra_compile_args_gcc"] = list(_GCC_FLAGS)
+    from brian2.devices.device import reset_device
+    b2.set_device(device, **build_options)
+    try:
+        yield
+    finally:
+        reset_device()
+        for key, value in saved.items():
+            b2.prefs[key] = value
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dynacal" / "brian2"
+
+
+class Brian2Backend:
+    """Reference simulator of the Dynap-SE1 model in Brian2.
+
+    Args:
+        target: ``"runtime"`` (Brian2's numpy code generation, nothing to compile) or
+            ``"cpp_standalone"`` (a compiled binary per network structure; parameter changes
+            rerun it without recompiling).
+        dtype: floating type of the state and parameters, ``float64`` (the reference) or
+            ``float32``; torch/numpy dtypes or their names. Traces are returned as float64.
+        build_dir: where cpp_standalone projects are built and cached; default
+            ``$XDG_CACHE_HOME/dynacal/brian2`` (``~/.cache/dynacal/brian2``).
+
+    Attributes:
+        builds: number of cpp_standalone projects this instance generated and compiled.
+
+    Raises:
+        BackendUnavailable: brian2 is not installed (``pip install 'dynacal[brian2]'``).
+    """
+
+    name = "brian2"
+    batched = True
+    differentiable = False
+
+    def __init__(self, target: str = "runtime", dtype=torch.float64, build_dir: str | os.PathLike | None = None):
+        self._b2 = _brian2()
+        if target not in TARGETS:
+            raise unknown_name("Brian2 target", target, TARGETS)
+        key = str(dtype).replace("torch.", "").replace("<class 'numpy.", "").rstrip("'>")
+        if key not in _DTYPES:
+            raise ParameterError(f"dtype {dtype!r} is not supported by the brian2 backend; use 'float64' "
+                                 f"(the reference) or 'float32'.")
+        self.target, self.dtype = target, key
+        self.build_dir = Path(build_dir) if build_dir is not None else _cache_dir()
+        self.builds = 0
+        self._built: dict[str, tuple] = {}
+
+    def __repr__(self) -> str:
+        return f"Brian2Backend(target={self.target!r}, dtype={self.dtype!r}, build_dir={str(self.build_dir)!r})"
+
+    def run(self, experiment: Experiment, params: Params | None = None, *, record: Sequence[str] = (),
+            record_neurons=None, record_every: int = 1) -> Recording:
+        """Simulate ``experiment`` for every parameter set in ``params`` (as ``TorchBackend.run``).
+
+        Args:
+            experiment: network, stimulus, dt (s) and duration.
+            params: (B, N)-broadcastable parameters in SI units; None = the network's own.
+            record: state names to trace (``STATE_NAMES``) or ``"all"``.
+            record_neurons: indices of neurons to trace (default all).
+            record_every: keep every k-th step of the traces.
+
+        Returns:
+            A :class:`Recording`; traces are float64 tensors (T_rec, B, R) in A, the state at
+            the start of each recorded step.
+        """
+        names = check_record(record)
+        if int(record_every) != record_every or int(record_every) < 1:
+            raise ParameterError(f"record_every = {record_every} must be an integer >= 1.")
+        every = int(record_every)
+        p = resolve_params(experiment, params, dtype=torch.float64)
+        n = experiment.network.n_neurons
+        b, pn = p.shape
+        if pn not in (1, n):
+            raise ParameterError(f"parameters are given for {pn} neurons but the network has {n}; give "
+                                 f"(B, {n}) or (B, 1) values.")
+        idx = select_neurons(record_neurons, n)
+        flat = p.expand(b, n)
+        values = {name: getattr(flat, name).reshape(-1).cpu().numpy().astype(_DTYPES[self.dtype])
+                  for name in PARAMETERS}
+        start = time.perf_counter()
+        with np.errstate(divide="ignore"):  # the AHP's x / 0 = inf is part of the model
+            if self.target == "runtime":
+                sb, sn, ss, traces = self._run_runtime(experiment, b, names, idx, every, values)
+            else:
+                sb, sn, ss, traces = self._run_standalone(experiment, b, names, idx, every, values)
+        wall = time.perf_counter() - start
+        meta = {"target": self.target, "codegen": "numpy" if self.target == "runtime" else "cpp",
+                "dtype": self.dtype, "wall_time_s": wall, "experiment": experiment.summary(),
+                "versions": {"brian2": self._b2.__version__, "numpy": np.__version__}}
+        return Recording.from_steps(self.name, experiment.dt, experiment.n_steps, b, n, sb, sn, ss,
+                                    traces=traces, trace_neurons=idx, trace_every=every, metadata=meta)
+
+    def _run_runtime(self, experiment, b, names, idx, every, values):
+        b2 = self._b2
+        with _brian2_context(b2, "runtime", _DTYPES[self.dtype]):
+            model = _Model(b2, experiment, b, names, idx, every)
+            for name, value in values.items():
+                setattr(model.group, name + "_", value)
+            model.network.run(model.duration, namespace={})
+            return model.results(torch.float64)
+
+    def _run_standalone(self, experiment, b, names, idx, every, values):
+        b2 = self._b2
+        key = self._structure_key(experiment, b, names, idx, every)
+        if key not in self._built:
+            self._built[key] = self._build(experiment, b, names, idx, every, key)
+        device, model = self._built[key]
+        g = model.group
+        run_args = {getattr(g, name): b2.Quantity(value, dim=g.variables[name].dim)
+                    for name, value in values.items()}
+        results = f"results_{os.getpid()}_{time.monotonic_ns()}"
+        try:
+            device.run(results_directory=results, with_output=False, run_args=run_args)
+            return model.results(torch.float64)
+        finally:
+            device.delete(code=False, data=False, run_args=True, directory=False, force=True)
+            shutil.rmtree(Path(device.project_dir) / results, ignore_errors=True)
+
+    def _build(self, experiment, b, names, idx, every, key):
+        from brian2.devices.cpp_standalone.device import CPPStandaloneDevice
+        b2 = self._b2
+        directory = self.build_dir / key[:16]
+        directory.mkdir(parents=True, exist_ok=True)
+        device = CPPStandaloneDevice()
+        log.info("brian2: building a cpp_standalone project in %s (once per network structure)", directory)
+        with _brian2_context(b2, device, _DTYPES[self.dtype], build_on_run=False):
+            model = _Model(b2, experiment, b, names, idx, every)
+            model.network.run(model.duration, namespace={})
+            device.build(directory=str(directory), compile=True, run=False, with_output=False)
+        self.builds += 1
+        return device, model
+
+    def _structure_key(self, experiment, b, names, idx, every) -> str:
+        """Content hash of everything that is compiled into a cpp_standalone project."""
+        h = hashlib.sha256()
+        net, stim = experiment.network, experiment.stimulus
+        for arr in (*net.inputs, *net.recurrent, stim.steps, stim.sources, idx):
+            a = np.ascontiguousarray(arr, dtype=np.int64)
+            h.update(str(a.shape).encode() + a.tobytes())
+        h.update(repr((b, net.n_neurons, net.n_inputs, names, every, repr(experiment.dt), experiment.n_steps,
+                       self.dtype, self._b2.__version__, _GCC_FLAGS, equations())).encode())
+        return h.hexdigest()

@@ -1,0 +1,239 @@
+"""The ``dynacal`` command line: ``dynacal compare`` and ``dynacal bench``.
+
+Human units live here (ms, pA, Hz on the command line and in the printout); everything
+passed on to the library is SI. This is the only module that prints.
+
+Exit codes: 0 done (and, for ``compare``, every pair of backends agrees); 1 ``compare``
+found a disagreement, or a file could not be written; 2 bad arguments or input files, or
+a backend or module that is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from typing import Any, Sequence
+
+from .errors import DynacalError, ParameterError, unknown_name
+from .params import SYNAPSE_TYPES
+from .units import format_quantity, parse_quantity
+
+__all__ = ["main"]
+
+DEFAULT_BACKENDS = ("torch", "brian2")
+BRIAN2_INSTALL = "pip install 'dynacal[brian2]'  (from a checkout: pip install '.[brian2]')"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dynacal`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except DynacalError as exc:
+        print(f"dynacal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"dynacal {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynacal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compare", help="run the seed experiment on several backends and compare them",
+                       description="Run the seed notebook's experiment (one neuron on Core_1, four Poisson "
+                       "inputs NMDA/AMPA/GABA_A/GABA_B, Isoma_th = 2000 pA, Isoma_pfb_th = 1000 pA, dt = 100 us) "
+                       "on each backend, print their wall times and how far apart their traces and spikes are, "
+                       "and write figures, metrics.json and the recordings to --out. Exit code 1 if two "
+                       "backends disagree.")
+    c.add_argument("--seed", type=int, default=None, help="seed of the Poisson inputs (default 0)")
+    c.add_argument("--duration", default=None, help="length, e.g. '100 ms' or 0.1 (s) (default 100 ms)")
+    c.add_argument("--rate", default=None, help="rate of each input, e.g. 80 or '80 Hz' (default 80 Hz)")
+    c.add_argument("--weights", default=None,
+                   help="integer weights, e.g. nmda=10,ampa=5,gaba_a=1,gaba_b=2 (the default); missing "
+                   "types keep their default")
+    c.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="precision of the torch simulator (Brian2 always runs float64)")
+    c.add_argument("--backends", default=None,
+                   help="comma-separated backends, first one is the reference for the comparison (default "
+                   "torch,brian2; brian2 is skipped with a note when it is not installed)")
+    c.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the torch simulator")
+    c.add_argument("--inputs", default=None, metavar="FILE.npz",
+                   help="use a recorded input raster instead of Poisson inputs: keys input_spikes (uint8, (4, T), "
+                   "rows nmda, ampa, gaba_a, gaba_b), dt (s), optional weights (4,) and Isoma_const (A)")
+    c.add_argument("--out", default="compare-out", metavar="DIR", help="output folder (default compare-out)")
+    c.set_defaults(run=_compare)
+
+    b = sub.add_parser("bench", help="run the speed benchmarks and print a table",
+                       description="Run dynacal's benchmarks (torch simulator against Brian2) and print wall "
+                       "times, neuron-steps per second and ratios measured in the same run.")
+    b.add_argument("--quick", action="store_true", help="small sizes only (about a minute)")
+    b.add_argument("--json", default=None, metavar="FILE", help="also write the records as JSON")
+    b.set_defaults(run=_bench)
+    return parser
+
+
+# --- compare ----------------------------------------------------------------------------
+
+def _duration(text: str) -> float:
+    value = parse_quantity(text, "s", name="--duration")
+    bare = text.strip().replace(".", "", 1).isdigit()
+    if bare and value >= 10:
+        raise ParameterError(f"--duration {text} is read as {value:g} s ({value / 1e-4:.0f} steps at 100 us); "
+                             f"if you meant milliseconds write '{text} ms'; to run that long write '{text} s'.")
+    if not value > 0:
+        raise ParameterError(f"--duration {text} must be positive, e.g. '100 ms'.")
+    return value
+
+
+def _weights(text: str) -> dict[str, int]:
+    out = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.partition("=")
+        key = name.strip().lower()
+        if not sep or not value.strip():
+            raise ParameterError(f"--weights item {item!r} is not name=integer; write e.g. "
+                                 f"nmda=10,ampa=5,gaba_a=1,gaba_b=2.")
+        if key not in SYNAPSE_TYPES:
+            raise unknown_name("synapse type in --weights", name.strip(), SYNAPSE_TYPES)
+        try:
+            weight = int(value.strip())
+        except ValueError:
+            raise ParameterError(f"--weights {key}={value.strip()} is not an integer; weights count CAM "
+                                 f"entries (dimensionless), e.g. {key}=10.") from None
+        out[key] = weight
+    return out
+
+
+def _backends(text: str | None) -> tuple[list[str], bool]:
+    if text is None:
+        return list(DEFAULT_BACKENDS), False
+    specs = [s.strip() for s in text.split(",") if s.strip()]
+    if not specs:
+        raise ParameterError(f"--backends {text!r} names no backend; write e.g. torch,brian2.")
+    return specs, True
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from . import compare as cmp  # noqa: PLC0415  (keeps `import dynacal.cli` light)
+
+    specs, explicit = _backends(args.backends)
+    weights = _weights(args.weights) if args.weights is not None else None
+    if args.inputs is not None:
+        given = [f"--{k}" for k in ("seed", "duration", "rate") if getattr(args, k) is not None]
+        if given:
+            raise ParameterError(f"{', '.join(given)} cannot be combined with --inputs: the input file sets the "
+                                 f"spikes and the duration (T steps x dt); drop {' and '.join(given)}.")
+        experiment = cmp.experiment_from_npz(args.inputs, weights)
+    else:
+        experiment = cmp.seed_experiment(
+            seed=0 if args.seed is None else args.seed,
+            duration=0.1 if args.duration is None else _duration(args.duration),
+            rate=80.0 if args.rate is None else parse_quantity(args.rate, "Hz", name="--rate"),
+            weights=weights)
+    if not explicit and not _importable("brian2"):
+        specs.remove("brian2")
+        print(f"note: brian2 is not installed, so only the torch simulator runs. Install the reference "
+              f"backend with: {BRIAN2_INSTALL}", file=sys.stderr)
+    stim = experiment.stimulus
+    print(f"dynacal compare: {experiment.name}: {format_quantity(experiment.duration, 's')} at dt = "
+          f"{format_quantity(experiment.dt, 's')} ({experiment.n_steps} steps), {stim.steps.size} input spikes; "
+          f"torch in {args.dtype} on {args.device}")
+    def progress(label: str, run) -> None:
+        if run is None:
+            print(f"  running {label} ...", end="", flush=True)
+            return
+        note = "" if run.deterministic else "; NOT deterministic: its two runs differ"
+        print(f" first run {run.first_wall_s:.3f} s, warm run {run.wall_s:.4f} s, "
+              f"{run.recording.spike_step.size} spikes{note}", flush=True)
+
+    runs = cmp.compare(specs, experiment, dtype=args.dtype, device=args.device, progress=progress)
+    print("  (wall times; the first run includes code generation, compilation and JIT)")
+    labels = list(runs)
+    agreements = [cmp.agreement(runs[labels[0]].recording, runs[b].recording, labels=(labels[0], b))
+                  for b in labels[1:]]
+    for result in agreements:
+        _print_agreement(result)
+    if not agreements:
+        print(f"one backend ran ({labels[0]}): nothing to compare; its spike steps: "
+              f"{_steps(runs[labels[0]].recording.spike_step.tolist())}")
+    from . import plots  # noqa: PLC0415  (matplotlib only when figures are made)
+
+    info = {"command": "dynacal compare", "argv": sys.argv[1:], "experiment": experiment.summary(),
+            "dtype": args.dtype, "device": args.device, "inputs": args.inputs}
+    written = cmp.save_results(runs, agreements, args.out, info)
+    written += plots.save_figures({k: r.recording for k, r in runs.items()}, args.out)
+    print(f"wrote {args.out}/: {' '.join(sorted(p.name for p in written))}")
+    return 0 if all(a["verdict"] == "agree" for a in agreements) else 1
+
+
+def _steps(steps: list[int], limit: int = 20) -> str:
+    shown = " ".join(str(s) for s in steps[:limit])
+    more = f" ... ({len(steps)} in all)" if len(steps) > limit else ""
+    return (shown + more) if steps else "none"
+
+
+def _print_agreement(result: dict[str, Any]) -> None:
+    a, b = result["labels"]
+    print(f"\n{a} vs {b}: agree when the spike steps are identical and every trace is within "
+          f"{result['tolerance']:g} relative ({result['precision']})")
+    print(f"  {'trace':<11} {'max rel diff':>13} {'RMS diff (log10)':>17}")
+    for name, m in result["traces"].items():
+        print(f"  {name:<11} {m['max_rel_diff']:>13.3g} {m['rms_log10_diff']:>17.3g}")
+    width = max(len(a), len(b))
+    for label, steps in zip((a, b), result["spike_steps"]):
+        print(f"  spike steps {label:<{width}}: {_steps(steps)}")
+    print(f"  verdict: {result['verdict']}: {result['reason']}")
+
+
+# --- bench ------------------------------------------------------------------------------
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        bench = importlib.import_module("dynacal.bench")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dynacal.bench":
+            raise
+        print("dynacal bench: error: the benchmark suite is not part of this installation (module "
+              "dynacal.bench is missing). Update dynacal from a checkout that has dynacal/bench.py "
+              "(pip install -e .), or run the scripts under benchmarks/ directly.", file=sys.stderr)
+        return 2
+    records = bench.run_benchmarks(quick=args.quick)
+    _print_table(records)
+    if args.json:
+        from ._files import atomic_write  # noqa: PLC0415
+
+        text = json.dumps(records, indent=2, default=str) + "\n"
+        atomic_write(args.json, lambda fh: fh.write(text.encode()))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print_table(records: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for record in records:
+        columns += [k for k in record if k not in columns]
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+    rows = [[cell(r.get(c)) for c in columns] for r in records]
+    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))

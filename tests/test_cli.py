@@ -1,0 +1,257 @@
+"""The ``dynacal`` command line: ``compare`` outputs, ``--inputs`` files, optional brian2,
+import hygiene, and the ``bench`` wiring."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+
+from dynacal import Chip, Experiment, Recording, Stimulus
+from dynacal.backends.torch_sim import TorchBackend
+from dynacal.cli import main
+from dynacal.params import STATE_NAMES
+from dynacal.plots import FIGURES
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NPZ_KEYS = set(STATE_NAMES) | {"spike_steps"}
+
+# Runs the CLI in a fresh interpreter in which `import brian2` fails as if it were not
+# installed: a finder placed first on sys.meta_path refuses brian2 and its submodules.
+NO_BRIAN2 = textwrap.dedent("""
+    import sys
+
+    class _NoBrian2:
+        def find_spec(self, name, path=None, target=None):
+            if name == "brian2" or name.startswith("brian2."):
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)", name=name)
+            return None
+
+    sys.meta_path.insert(0, _NoBrian2())
+    from dynacal.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _run_without_brian2(args, cwd):
+    return subprocess.run([sys.executable, "-c", NO_BRIAN2, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _check_outputs(out, labels, n_steps):
+    names = sorted(os.listdir(out))
+    assert not [n for n in names if n.endswith(".tmp")], names  # atomic writes leave no temp files
+    for fig in FIGURES:
+        assert (out / fig).read_bytes()[:8] == PNG_MAGIC
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["backends"]) == labels
+    for label in labels:
+        rec = Recording.load(out / f"{label}.h5")
+        assert rec.n_steps == n_steps and rec.n_neurons == 1
+        with np.load(out / f"{label}.npz") as f:
+            assert set(f.files) == NPZ_KEYS
+            for name in STATE_NAMES:
+                assert f[name].shape == (n_steps,) and f[name].dtype == np.float64
+                np.testing.assert_array_equal(f[name], rec.traces[name][:, 0, 0].numpy())
+            assert f["spike_steps"].dtype == np.int64
+            np.testing.assert_array_equal(f["spike_steps"], rec.spike_step)
+            assert metrics["backends"][label]["spike_steps"] == f["spike_steps"].tolist()
+    return metrics
+
+
+def test_compare_torch_writes_every_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", "--backends", "torch", "--out", str(out)]) == 0
+    metrics = _check_outputs(out, ["torch"], 1000)
+    # the seed input (seed 0, 80 Hz, weights 10/5/1/2) makes the neuron spike
+    assert metrics["backends"]["torch"]["n_spikes"] > 0
+    assert metrics["agreement"] == []
+    printed = capsys.readouterr().out
+    assert "wall time" in printed and "torch" in printed
+    assert len(os.listdir(out)) == len(FIGURES) + 3  # metrics.json, torch.h5, torch.npz
+
+
+@pytest.mark.parametrize("duration", ["20 ms", "0.02", "20ms"])
+def test_duration_units(tmp_path, duration):
+    out = tmp_path / "out"
+    assert main(["compare", "--backends", "torch", "--duration", duration, "--out", str(out)]) == 0
+    with np.load(out / "torch.npz") as f:
+        assert f["Isoma_mem"].shape == (200,)
+
+
+def _save_inputs(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_inputs_reproduce_a_direct_run(tmp_path):
+    dt, n_steps = 1e-4, 600
+    raster = (np.random.default_rng(3).random((4, n_steps)) < 0.02).astype(np.uint8)
+    weights = np.array([12, 6, 1, 1])
+    path = _save_inputs(tmp_path / "in.npz", input_spikes=raster, dt=np.float64(dt), weights=weights,
+                        Isoma_const=np.float64(5e-12))
+    out = tmp_path / "out"
+    assert main(["compare", "--backends", "torch", "--inputs", path, "--out", str(out)]) == 0
+    _check_outputs(out, ["torch"], n_steps)
+
+    # the same experiment built by hand with the Chip API
+    chip = Chip()
+    neuron = chip.get_neurons(1, "Core_1")
+    sources = chip.add_inputs(4)
+    for k, syn_type in enumerate(("NMDA", "AMPA", "GABA_A", "GABA_B")):
+        syn = chip.add_connection(sources[k], neuron, synapse_type=syn_type)
+        chip.connect(syn, True)
+        syn.weight = int(weights[k])
+    chip.set_bias({"Isoma_th": 2000e-12, "Isoma_pfb_th": 1000e-12, "Isoma_const": 5e-12}, "Core_1")
+    experiment = Experiment(chip.network(), Stimulus.from_dense(raster), dt, n_steps)
+    direct = TorchBackend().run(experiment, record=["Isoma_mem"])
+    assert direct.spike_step.size > 0
+    with np.load(out / "torch.npz") as f:
+        np.testing.assert_array_equal(f["spike_steps"], direct.spike_step)
+        np.testing.assert_array_equal(f["Isoma_mem"], direct.trace("Isoma_mem", neuron=0))
+
+
+def _valid():
+    raster = np.zeros((4, 50), dtype=np.uint8)
+    raster[0, 5] = 1
+    return {"input_spikes": raster, "dt": np.float64(1e-4)}
+
+
+BAD_FILES = [  # (change to a valid file, words the message must contain)
+    (lambda d: d.pop("input_spikes"), ["input_spikes", "missing", "(4, T)"]),
+    (lambda d: d.pop("dt"), ["dt", "missing", "in s"]),
+    (lambda d: d.update(input_spikes=d["input_spikes"].T.copy()), ["input_spikes", "(50, 4)", "transposed"]),
+    (lambda d: d.update(input_spikes=d["input_spikes"][:3]), ["input_spikes", "(3, 50)", "(4, T)"]),
+    (lambda d: d.update(input_spikes=d["input_spikes"].astype(np.float32)), ["input_spikes", "float32", "uint8"]),
+    (lambda d: d["input_spikes"].__setitem__((1, 7), 2), ["input_spikes", "other than 0 and 1", "ampa", "step 7"]),
+    (lambda d: d.update(dt=np.float64(0.1)), ["dt", "0.1 s", "ms given as s", "0.0001"]),
+    (lambda d: d.update(dt=np.float64(100.0)), ["dt", "us given as s", "0.0001"]),
+    (lambda d: d.update(dt=np.float64(np.nan)), ["dt", "not finite", "in s"]),
+    (lambda d: d.update(dt=np.array([1e-4, 1e-4])), ["dt", "shape (2,)", "one number in s"]),
+    (lambda d: d.update(weights=np.array([10, 5, 1])), ["weights", "shape (3,)", "4 integers"]),
+    (lambda d: d.update(weights=np.array([10, -5, 1, 2])), ["weights", "non-negative integers"]),
+    (lambda d: d.update(weights=np.array([10, 5.5, 1, 2])), ["weights", "non-negative integers"]),
+    (lambda d: d.update(Isoma_const=np.float64(50.0)), ["Isoma_const", "50 A", "pA given as A", "5e-11"]),
+    (lambda d: d.update(Isoma_const=np.float64(np.nan)), ["Isoma_const", "not finite", "in A"]),
+    (lambda d: d.update(input_spike=d.pop("input_spikes")), ["input_spike", "Did you mean 'input_spikes'"]),
+]
+
+
+@pytest.mark.parametrize("change, words", BAD_FILES)
+def test_bad_input_files_give_clear_errors(tmp_path, capsys, change, words):
+    data = _valid()
+    change(data)
+    path = _save_inputs(tmp_path / "bad.npz", **data)
+    assert main(["compare", "--backends", "torch", "--inputs", path, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.npz" in err
+    for word in words:
+        assert word in err, (word, err)
+    assert not (tmp_path / "o").exists()  # nothing ran, nothing written
+
+
+def test_missing_and_unreadable_input_files(tmp_path, capsys):
+    out = ["--backends", "torch", "--out", str(tmp_path / "o")]
+    assert main(["compare", "--inputs", str(tmp_path / "nope.npz"), *out]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "text.npz").write_text("not an archive")
+    assert main(["compare", "--inputs", str(tmp_path / "text.npz"), *out]) == 2
+    assert "not a readable .npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--duration", "100"], ["100 s", "'100 ms'"]),
+    (["--duration=-5 ms"], ["--duration", "positive"]),
+    (["--weights", "nmda=ten"], ["nmda=ten", "integer"]),
+    (["--weights", "nmdaa=3"], ["Did you mean 'nmda'"]),
+    (["--weights", "nmda=70"], ["fan-in 78", "limit of 64 CAM entries by 14"]),
+    (["--rate", "80 A"], ["--rate", "Hz"]),
+    (["--backends", "torch,torch"], ["twice"]),
+    (["--backends", "toch"], ["Did you mean 'torch'"]),
+])
+def test_bad_options_give_clear_errors(tmp_path, capsys, args, words):
+    assert main(["compare", "--out", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def test_inputs_conflict_with_poisson_options(tmp_path, capsys):
+    path = _save_inputs(tmp_path / "in.npz", **_valid(), weights=np.array([1, 1, 1, 1]))
+    assert main(["compare", "--backends", "torch", "--inputs", path, "--duration", "20 ms"]) == 2
+    assert "--duration cannot be combined with --inputs" in capsys.readouterr().err
+    assert main(["compare", "--backends", "torch", "--inputs", path, "--weights", "nmda=3"]) == 2
+    assert "keep one" in capsys.readouterr().err
+
+
+def test_torch_alone_runs_without_brian2(tmp_path):
+    result = _run_without_brian2(["compare", "--backends", "torch", "--duration", "20 ms", "--out", "o"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "note" not in result.stderr
+    _check_outputs(tmp_path / "o", ["torch"], 200)
+
+
+def test_default_backends_skip_missing_brian2_with_a_note(tmp_path):
+    result = _run_without_brian2(["compare", "--duration", "20 ms", "--out", "o"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "brian2 is not installed" in result.stderr and "pip install" in result.stderr
+    _check_outputs(tmp_path / "o", ["torch"], 200)
+
+
+def test_brian2_asked_for_but_missing_fails(tmp_path):
+    result = _run_without_brian2(["compare", "--backends", "torch,brian2", "--out", "o"], tmp_path)
+    assert result.returncode == 2
+    assert "brian2" in result.stderr and "pip install 'dynacal[brian2]'" in result.stderr
+    assert not (tmp_path / "o").exists()  # it fails before running anything
+
+
+def test_import_is_light():
+    heavy = ["brian2", "numba", "matplotlib", "h5py", "dynacal.hardware", "dynacal.fitting"]
+    code = ("import sys, dynacal, dynacal.cli\n"
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"`import dynacal` imported {result.stdout.strip()}"
+
+
+def test_bench_without_the_module(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "dynacal.bench", None)  # makes the import fail
+    assert main(["bench", "--quick"]) == 2
+    assert "dynacal.bench is missing" in capsys.readouterr().err
+
+
+def test_bench_prints_and_writes_the_records(monkeypatch, capsys, tmp_path):
+    calls = []
+    records = [{"name": "seed", "backend": "torch", "wall_s": 0.000812, "neuron_steps_per_s": 1.23e6, "ratio": 812.5},
+               {"name": "seed", "backend": "brian2", "wall_s": 0.66, "neuron_steps_per_s": 1515.0, "ratio": 1.0}]
+    fake = types.ModuleType("dynacal.bench")
+    fake.run_benchmarks = lambda quick: calls.append(quick) or records
+    monkeypatch.setitem(sys.modules, "dynacal.bench", fake)
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--json", str(path)]) == 0
+    assert calls == [True]
+    assert json.loads(path.read_text()) == records
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "backend", "wall_s", "neuron_steps_per_s", "ratio"]
+    assert lines[1].split() == ["seed", "torch", "0.000812", "1.23e+06", "812.5"]
+
+
+@pytest.mark.brian2
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_compare_with_brian2_agrees(tmp_path, capsys, dtype):
+    pytest.importorskip("brian2")
+    out = tmp_path / "out"
+    code = main(["compare", "--dtype", dtype, "--out", str(out)])
+    printed = capsys.readouterr().out
+    metrics = _check_outputs(out, ["torch", "brian2"], 1000)
+    (result,) = metrics["agreement"]
+    assert result["spikes_identical"] and result["spike_steps"][0]
+    assert result["tolerance"] == {"float64": 1e-9, "float32": 1e-5}[dtype]
+    assert result["verdict"] == "agree", result["reason"]
+    assert code == 0 and "verdict: agree" in printed
