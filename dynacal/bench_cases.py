@@ -1,0 +1,144 @@
+"""Builders of the benchmark experiments of issue 5 ("How well").
+
+Each builder returns an :class:`~dynacal.Experiment` (and, for the batch case, the
+``Params`` of the candidate sets); nothing here runs a backend. All are seeded: the same
+arguments give the same experiment.
+
+- :func:`seed_experiment`: the seed notebook's single neuron, four Poisson inputs.
+- :func:`scale_experiment`: N independent neurons, one Poisson source per neuron and
+  synapse type (4 N sources), for throughput at scale.
+- :func:`batch_experiment`: a 256-neuron core driven like the scale case, with B
+  candidate parameter sets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dynacal import Chip, Experiment, Params, Stimulus, poisson
+from dynacal.chip import CORES_PER_CHIP, NEURONS_PER_CORE
+
+__all__ = ["SEED_WEIGHTS", "seed_experiment", "scale_experiment", "batch_experiment", "poisson_events"]
+
+#: Integer weights of the seed notebook's four inputs, in ``SYNAPSE_TYPES`` order.
+SEED_WEIGHTS = {"nmda": 10, "ampa": 5, "gaba_a": 1, "gaba_b": 2}
+
+
+def seed_experiment(n_steps: int = 1000, rate_hz: float = 80.0, dt: float = 1e-4, seed: int = 0) -> Experiment:
+    """The seed notebook's experiment: 1 neuron on Core_1, four Poisson inputs.
+
+    Args:
+        n_steps: steps of ``dt`` (1000 x 100 us = 100 ms).
+        rate_hz: rate of each input in Hz (80 in the notebook).
+        dt: time step in s.
+        seed: seed of the input trains.
+
+    Weights NMDA 10, AMPA 5, GABA_A 1, GABA_B 2; ``Isoma_pfb_th = 1 nA`` and
+    ``Isoma_th = 2 nA`` are set on the neuron as in the notebook.
+    """
+    chip = Chip()
+    neuron = chip.get_neurons(1, "Core_1")
+    inputs = chip.add_inputs(4)
+    for k, (syn, w) in enumerate(SEED_WEIGHTS.items()):
+        s = chip.add_connection(inputs[k], neuron, synapse_type=syn)
+        chip.connect(s, True)
+        s.weight = w
+    neuron.set_states({"Isoma_pfb_th": "1000 pA", "Isoma_th": "2000 pA"})
+    stim = poisson(4, rate_hz, n_steps, dt, seed=seed)
+    return Experiment(chip.network(), stim, dt, n_steps, name="seed")
+
+
+def poisson_events(rates_hz: np.ndarray, n_steps: int, dt: float, seed: int) -> Stimulus:
+    """Bernoulli-per-step Poisson trains (a spike in a step with probability ``rate * dt``)
+    for many sources, without the dense (n_steps, n_sources) matrix of
+    :func:`dynacal.poisson`: the gaps between spikes of a Bernoulli process are geometric.
+
+    Args:
+        rates_hz: float (S,) rate of each source in Hz.
+        n_steps: length in steps; dt: step in s; seed: numpy generator seed.
+    """
+    rates = np.asarray(rates_hz, dtype=np.float64)
+    p = rates * dt
+    rng = np.random.default_rng(seed)
+    n = rates.size
+    # enough gaps to pass n_steps with overwhelming probability; top up the rare rest
+    k = int(np.ceil(p.max() * n_steps + 8 * np.sqrt(p.max() * n_steps + 1) + 8))
+    gaps = rng.geometric(np.maximum(p, 1e-300)[:, None], size=(n, k))
+    steps = np.cumsum(gaps, axis=1) - 1
+    short = np.nonzero(steps[:, -1] < n_steps)[0]
+    parts_s, parts_t = [], []
+    for src in short:  # rare: a source that needs more gaps than drawn
+        t = int(steps[src, -1])
+        extra = []
+        while t < n_steps:
+            t += int(rng.geometric(p[src]))
+            extra.append(t)
+        parts_s.append(np.full(len(extra), src))
+        parts_t.append(np.asarray(extra))
+    keep = steps < n_steps
+    src = np.nonzero(keep)[0]
+    t = steps[keep]
+    if parts_s:
+        src = np.concatenate([src, *parts_s])
+        t = np.concatenate([t, *parts_t])
+    keep = (t < n_steps) & (p[src] > 0)
+    return Stimulus(n, t[keep], src[keep])
+
+
+def _independent_network(n_neurons: int, weights: dict[str, int]):
+    """N neurons filling cores in order; source ``4 * i + k`` drives neuron i through
+    synapse type k with ``weights[k]``."""
+    n_cores = -(-n_neurons // NEURONS_PER_CORE)
+    chip = Chip(n_chips=-(-n_cores // CORES_PER_CHIP))
+    groups = [chip.get_neurons(min(NEURONS_PER_CORE, n_neurons - c * NEURONS_PER_CORE), c) for c in range(n_cores)]
+    inputs = chip.add_inputs(4 * n_neurons)
+    for g in groups:
+        local = np.arange(len(g))
+        for k, (syn, w) in enumerate(weights.items()):
+            s = chip.add_connection(inputs, g, synapse_type=syn)
+            chip.connect(s, i=4 * g.indices + k, j=local)
+            s.weight = w
+    return chip.network()
+
+
+def scale_experiment(n_neurons: int = 10_000, n_steps: int = 10_000, rate_hz=(20.0, 80.0), seed: int = 0,
+                     dt: float = 1e-4, weights: dict[str, int] | None = None) -> Experiment:
+    """N independent neurons, each with its own four Poisson sources (one per synapse type).
+
+    Args:
+        n_neurons: N (placed 256 per core, 4 cores per chip).
+        n_steps: steps of ``dt`` (10,000 x 100 us = 1 s).
+        rate_hz: a rate in Hz for every source, or ``(low, high)``: each source draws its
+            rate uniformly in that range (seeded).
+        seed: seed of the rates and trains.
+        weights: integer weight per synapse type (default: the seed notebook's).
+    """
+    rng = np.random.default_rng(seed)
+    n_src = 4 * n_neurons
+    if np.ndim(rate_hz) == 0:
+        rates = np.full(n_src, float(rate_hz))
+    else:
+        lo, hi = rate_hz
+        rates = rng.uniform(lo, hi, n_src)
+    stim = poisson_events(rates, n_steps, dt, seed=seed + 1)
+    net = _independent_network(n_neurons, weights or SEED_WEIGHTS)
+    return Experiment(net, stim, dt, n_steps, name=f"scale_{n_neurons}")
+
+
+def batch_experiment(n_sets: int = 256, n_neurons: int = 256, n_steps: int = 10_000, rate_hz=(20.0, 80.0),
+                     seed: int = 0, dt: float = 1e-4, dtype=torch.float64) -> tuple[Experiment, Params]:
+    """The scale experiment on ``n_neurons`` with ``n_sets`` candidate parameter sets.
+
+    The candidate sets differ in ``Isoma_dpi_tau`` (2..10 pA) and ``Iampa_w0`` (50..200 pA),
+    per set; ``Isoma_ahp_w`` differs per neuron (mismatch, 0.5..2 pA). Returns
+    ``(experiment, params)`` with params of shape (B, N) where they vary.
+    """
+    exp = scale_experiment(n_neurons, n_steps, rate_hz, seed, dt)
+    rng = np.random.default_rng(seed + 2)
+    p = Params.from_values({
+        "Isoma_dpi_tau": rng.uniform(2e-12, 10e-12, (n_sets, 1)),
+        "Iampa_w0": rng.uniform(50e-12, 200e-12, (n_sets, 1)),
+        "Isoma_ahp_w": rng.uniform(0.5e-12, 2e-12, n_neurons),
+    }, dtype=dtype)
+    return exp, p
