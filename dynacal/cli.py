@@ -168,7 +168,7 @@ def _compare(args: argparse.Namespace) -> int:
     agreements = [cmp.agreement(runs[labels[0]].recording, runs[b].recording, labels=(labels[0], b))
                   for b in labels[1:]]
     for result in agreements:
-        _print_agreement(result)
+        _print_agreement(result, runs)
     if not agreements:
         print(f"one backend ran ({labels[0]}): nothing to compare; its spike steps: "
               f"{_steps(runs[labels[0]].recording.spike_step.tolist())}")
@@ -188,7 +188,7 @@ def _steps(steps: list[int], limit: int = 20) -> str:
     return (shown + more) if steps else "none"
 
 
-def _print_agreement(result: dict[str, Any]) -> None:
+def _print_agreement(result: dict[str, Any], runs) -> None:
     a, b = result["labels"]
     print(f"\n{a} vs {b}: agree when the spike steps are identical and every trace is within "
           f"{result['tolerance']:g} relative ({result['precision']})")
@@ -198,6 +198,10 @@ def _print_agreement(result: dict[str, Any]) -> None:
     width = max(len(a), len(b))
     for label, steps in zip((a, b), result["spike_steps"]):
         print(f"  spike steps {label:<{width}}: {_steps(steps)}")
+    wa, wb = runs[a].wall_s, runs[b].wall_s
+    fast, slow = (a, b) if wa <= wb else (b, a)
+    ratio = max(wa, wb) / min(wa, wb) if min(wa, wb) > 0 else float("inf")
+    print(f"  warm wall time: {a} {wa:.4f} s, {b} {wb:.4f} s ({fast} {ratio:.3g}x as fast as {slow})")
     print(f"  verdict: {result['verdict']}: {result['reason']}")
 
 
@@ -214,7 +218,8 @@ def _bench(args: argparse.Namespace) -> int:
               "(pip install -e .), or run the scripts under benchmarks/ directly.", file=sys.stderr)
         return 2
     records = bench.run_benchmarks(quick=args.quick)
-    _print_table(records)
+    # the benchmark module knows its columns best; a generic table otherwise
+    print(bench.format_table(records) if hasattr(bench, "format_table") else _table(records))
     if args.json:
         from ._files import atomic_write  # noqa: PLC0415
 
@@ -224,7 +229,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(records: list[dict[str, Any]]) -> None:
+def _table(records: list[dict[str, Any]]) -> str:
     columns: list[str] = []
     for record in records:
         columns += [k for k in record if k not in columns]
@@ -234,6 +239,4 @@ def _print_table(records: list[dict[str, Any]]) -> None:
 
     rows = [[cell(r.get(c)) for c in columns] for r in records]
     widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in [columns] + rows)

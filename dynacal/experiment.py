@@ -87,7 +87,17 @@ class Experiment:
         return torch.as_tensor(out.reshape(stop - start, 4, n), dtype=dtype, device=device)
 
     def content_hash(self) -> str:
-        """SHA-256 of everything that defines the experiment (not its name)."""
+        """SHA-256 of everything that defines the experiment (not its name).
+
+        Computed once (every run's metadata carries it): an experiment is immutable, so
+        do not edit its arrays in place; build a new one.
+        """
+        cached = self.__dict__.get("_content_hash")
+        if cached is None:
+            cached = self.__dict__["_content_hash"] = self._compute_hash()  # frozen: bypass __setattr__
+        return cached
+
+    def _compute_hash(self) -> str:
         h = hashlib.sha256()
         net, stim = self.network, self.stimulus
         for arr in (net.core, net.neuron_id, *net.inputs, *net.recurrent, stim.steps, stim.sources,

@@ -73,7 +73,9 @@ def test_compare_torch_writes_every_file(tmp_path, capsys):
     assert metrics["backends"]["torch"]["n_spikes"] > 0
     assert metrics["agreement"] == []
     printed = capsys.readouterr().out
-    assert "wall time" in printed and "torch" in printed
+    assert "running torch ... first run" in printed and "warm run" in printed
+    run = metrics["backends"]["torch"]
+    assert run["deterministic"] and 0 < run["wall_time_s"] and 0 < run["first_run_wall_time_s"]
     assert len(os.listdir(out)) == len(FIGURES) + 3  # metrics.json, torch.h5, torch.npz
 
 
@@ -240,6 +242,11 @@ def test_bench_prints_and_writes_the_records(monkeypatch, capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "backend", "wall_s", "neuron_steps_per_s", "ratio"]
     assert lines[1].split() == ["seed", "torch", "0.000812", "1.23e+06", "812.5"]
+    assert lines[-1] == f"wrote {path}"
+    fake.format_table = lambda rows: f"<{len(rows)} rows formatted by dynacal.bench>"
+    assert main(["bench"]) == 0
+    assert calls == [True, False]
+    assert capsys.readouterr().out == "<2 rows formatted by dynacal.bench>\n"
 
 
 @pytest.mark.brian2

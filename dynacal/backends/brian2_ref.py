@@ -14,28 +14,45 @@ type) pathway is one ``Synapses`` object with an integer ``weight`` per connecti
 connections replicated into each copy, and ``on_pre: I_X_post += I_X_w0_post * weight *
 alpha_X_post``. Forward Euler (``method='euler'``), ``refractory='soma_refP'`` per neuron.
 
-Brian2's default schedule is the contract's step order: ``start`` (the ``StateMonitor``
-records the state before the step), ``groups`` (Euler), ``thresholds`` (neurons and the
-spike generator), ``synapses`` (jumps of this step's spikes), ``resets``.
+Brian2's default schedule is the contract's step order, and the network sets it explicitly:
+``start`` (the ``StateMonitor`` records the state before the step), ``groups`` (Euler),
+``thresholds`` (neurons and the spike generator), ``synapses`` (jumps of this step's
+spikes), ``resets``.
 
 Targets:
 
-- ``"runtime"``: Brian2's numpy code generation. (Cython was measured and rejected: its
-  generated code raises ``ZeroDivisionError`` where the model needs IEEE ``x / 0 = inf``,
-  see the AHP note in ``dpi-model.md``, and each of its ~10 code objects compiles for tens of
-  seconds on a cold cache; numpy runs the 1000-step tests in about a second.)
+- ``"runtime"``: Brian2's numpy code generation. Cython was measured and not chosen: on
+  the seed experiment (1 neuron, 1000 steps) a cold cache compiled for 83 s + 27 s and a
+  warm run took 2.1 s, against 1.2-2.5 s for numpy with nothing to compile; Brian2 spends
+  a run's time generating code, not stepping.
 - ``"cpp_standalone"``: one compiled project per network *structure* (B * N, connections,
-  stimulus spikes, recorded names and neurons, dt, n_steps, dtype), cached in memory and on
-  disk under ``build_dir`` (default ``$XDG_CACHE_HOME/dynacal/brian2``). Parameter values,
-  including a DC input, are passed to the compiled binary as ``run_args`` on every run, so
-  changing only parameters never recompiles. A new stimulus (input spike times) is a new
-  structure and is compiled once. Compiled without ``-ffast-math`` (Brian2's default), so
-  that it computes in IEEE arithmetic like the runtime target.
+  stimulus spikes, recorded names and neurons, dt, n_steps, dtype), kept in memory by the
+  backend instance and on disk under ``build_dir`` (default ``$XDG_CACHE_HOME/dynacal/
+  brian2``, i.e. ``~/.cache/dynacal/brian2``). Parameter values, including a DC input, are
+  passed to the compiled binary as ``run_args`` on every run, so changing only parameters
+  never recompiles. A new stimulus (input spike times) is a new structure: it is built
+  once (SpikeGeneratorGroup spike times cannot be run_args). In a new process the same
+  structure regenerates its code and recompiles only ``main.cpp`` (seconds). Compiled
+  without Brian2's default ``-ffast-math`` and without FMA contraction, so that it computes
+  in IEEE arithmetic like the runtime target.
+
+Division by zero: ``Isoma_ahp`` starts at 0, so the AHP denominator divides by zero and
+the derivative must come out as exactly 0 (``dpi-model.md``). Brian2's sympy renders
+``x / Iahp_s`` as ``x * Iahp_s ** -1``; numpy (its warning silenced), C++ ``pow`` and
+Cython's ``cpow`` all give ``inf`` there, and the derivative is 0 as the contract says.
+
+Operation order: Brian2 substitutes the subexpressions and lets sympy reorder sums and
+products (e.g. ``Isum - off_mem * I0`` is expanded and its ``I0`` terms cancel), so its
+derivatives differ from :func:`dpi.dpi_step`'s by rounding. Most traces agree within
+1e-14; a membrane that shoots up from the floor amplifies such differences (up to 3e-10
+relative in the 256-neuron test, where a 1-ulp change of ``Iampa_w0`` moves torch itself by
+2e-10). See tests/backends/test_brian2_agreement.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -61,6 +78,11 @@ _UNITS = {"A": "amp", "F": "farad", "V": "volt", "s": "second", "": "1"}
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 # IEEE semantics in compiled code: Brian2's default flags include -ffast-math.
 _GCC_FLAGS = ["-w", "-O3", "-std=c++11", "-ffp-contract=off"]
+#: Compiled cpp_standalone projects of this process: (build dir, structure hash) -> (Brian2
+#: device, _Model), oldest first; shared by backend instances so that one structure is built
+#: once per process (a second build would get suffixed object names and recompile).
+_PROJECTS: dict[tuple[str, str], tuple] = {}
+_MAX_PROJECTS = 16
 _SYN = {"nmda": ("Inmda", "Cnmda"), "ampa": ("Iampa", "Campa"),
         "gaba_a": ("Igaba_a", "Cgaba_a"), "gaba_b": ("Igaba_b", "Cgaba_b")}
 
@@ -118,14 +140,13 @@ def equations() -> str:
     return "\n".join(lines)
 
 
-THRESHOLD = "Isoma_mem > Isoma_th"
-RESET = "Isoma_ahp += Isoma_ahp_w * alpha_ahp\nIsoma_mem = Isoma_reset"
+_THRESHOLD = "Isoma_mem > Isoma_th"
+_RESET = "Isoma_ahp += Isoma_ahp_w * alpha_ahp\nIsoma_mem = Isoma_reset"
 
 
 def _on_pre(x: str) -> str:
     cur = _SYN[x][0]
     return f"{cur}_post += {cur}_w0_post * weight * alpha_{x}_post"
-
 
 
 class _Model:
@@ -135,32 +156,39 @@ class _Model:
     """
 
     def __init__(self, b2, experiment: Experiment, batch: int, names: tuple[str, ...],
-                 idx: np.ndarray, every: int):
+                 idx: np.ndarray, every: int, prefix: str = ""):
         net, stim = experiment.network, experiment.stimulus
         n, dt = net.n_neurons, experiment.dt * b2.second
         self.batch, self.n, self.names, self.idx, self.dt = batch, n, names, idx, experiment.dt
         self.n_rec = -(-experiment.n_steps // every)  # ceil: steps 0, every, 2 every, ...
         self.duration = experiment.n_steps * dt
-        g = b2.NeuronGroup(batch * n, equations(), threshold=THRESHOLD, reset=RESET,
-                           refractory="soma_refP", method="euler", dt=dt, name="neurons")
+        # Explicit names, unique per structure (``prefix``): Brian2 suffixes a name taken by a
+        # live object ("_1"), which would change the generated code and force a recompile.
+        clock = b2.Clock(dt, name=f"{prefix}clock")
+        g = b2.NeuronGroup(batch * n, equations(), threshold=_THRESHOLD, reset=_RESET,
+                           refractory="soma_refP", method="euler", clock=clock, name=f"{prefix}neurons")
         for name, value in INITIAL_STATE.items():
             setattr(g, name + "_", value)
         self.group, objects = g, [g]
         offset = np.arange(batch, dtype=np.int64)[:, None] * n  # first neuron of each copy
         if net.inputs.pre.size and stim.steps.size:
-            gen = b2.SpikeGeneratorGroup(net.n_inputs, stim.sources, stim.steps * dt, dt=dt, name="inputs")
+            gen = b2.SpikeGeneratorGroup(net.n_inputs, stim.sources, stim.steps * dt, clock=clock,
+                                         name=f"{prefix}inputs")
             objects.append(gen)
-            objects += _pathways(b2, gen, g, net.inputs, 0 * offset, offset, "in", dt)
+            objects += _pathways(b2, gen, g, net.inputs, 0 * offset, offset, f"{prefix}in", clock)
         if net.recurrent.pre.size:
-            objects += _pathways(b2, g, g, net.recurrent, offset, offset, "rec", dt)
-        self.spikes = b2.SpikeMonitor(g, variables=[], name="spikes")
+            objects += _pathways(b2, g, g, net.recurrent, offset, offset, f"{prefix}rec", clock)
+        self.spikes = b2.SpikeMonitor(g, variables=[], name=f"{prefix}spikes")
         objects.append(self.spikes)
         self.traces = None
         if names and idx.size:
-            self.traces = b2.StateMonitor(g, list(names), record=(offset + idx).ravel(), dt=dt * every,
-                                          name="traces")
+            trace_clock = b2.Clock(dt * every, name=f"{prefix}trace_clock")
+            self.traces = b2.StateMonitor(g, list(names), record=(offset + idx).ravel(), when="start",
+                                          clock=trace_clock, name=f"{prefix}traces")
             objects.append(self.traces)
         self.network = b2.Network(*objects)
+        # The contract's step order (dpi-model.md), whatever the user's Brian2 preferences say.
+        self.network.schedule = ["start", "groups", "thresholds", "synapses", "resets", "end"]
 
     def results(self, dtype) -> tuple:
         """Spike events (batch, neuron, step) and traces name -> tensor (T_rec, B, R)."""
@@ -179,14 +207,15 @@ class _Model:
         return i // self.n, i % self.n, steps, traces
 
 
-def _pathways(b2, source, target, conns, pre_offset, post_offset, label, dt) -> list:
+def _pathways(b2, source, target, conns, pre_offset, post_offset, label, clock) -> list:
     """One ``Synapses`` per synapse type present in ``conns``, replicated into each copy."""
     out = []
     for k, x in enumerate(SYNAPSE_TYPES):
         sel = conns.syn_type == k
         if not sel.any():
             continue
-        s = b2.Synapses(source, target, model="weight : 1", on_pre=_on_pre(x), dt=dt, name=f"{label}_{x}")
+        s = b2.Synapses(source, target, model="weight : 1", on_pre=_on_pre(x), clock=clock,
+                       name=f"{label}_{x}")
         s.connect(i=(pre_offset + conns.pre[sel]).ravel(), j=(post_offset + conns.post[sel]).ravel())
         s.weight_ = np.tile(conns.weight[sel].astype(np.float64), pre_offset.shape[0])
         out.append(s)
@@ -209,6 +238,10 @@ def _brian2_context(b2, device, float_dtype, **build_options):
         reset_device()
         for key, value in saved.items():
             b2.prefs[key] = value
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
 
 
 def _cache_dir() -> Path:
@@ -247,10 +280,12 @@ class Brian2Backend:
         if key not in _DTYPES:
             raise ParameterError(f"dtype {dtype!r} is not supported by the brian2 backend; use 'float64' "
                                  f"(the reference) or 'float32'.")
+        if target == "cpp_standalone" and not _compiler():
+            raise BackendUnavailable("target 'cpp_standalone' compiles C++ but no compiler was found (g++, or "
+                                     "$CXX); install one (e.g. apt-get install g++) or use target='runtime'.")
         self.target, self.dtype = target, key
-        self.build_dir = Path(build_dir) if build_dir is not None else _cache_dir()
+        self.build_dir = (Path(build_dir) if build_dir is not None else _cache_dir()).expanduser().absolute()
         self.builds = 0
-        self._built: dict[str, tuple] = {}
 
     def __repr__(self) -> str:
         return f"Brian2Backend(target={self.target!r}, dtype={self.dtype!r}, build_dir={str(self.build_dir)!r})"
@@ -285,14 +320,15 @@ class Brian2Backend:
         values = {name: getattr(flat, name).reshape(-1).cpu().numpy().astype(_DTYPES[self.dtype])
                   for name in PARAMETERS}
         start = time.perf_counter()
-        with np.errstate(divide="ignore"):  # the AHP's x / 0 = inf is part of the model
+        # The AHP's x / 0 = inf is part of the model; float32 overflows in Brian2's own check.
+        with np.errstate(divide="ignore", over="ignore" if self.dtype == "float32" else "warn"):
             if self.target == "runtime":
-                sb, sn, ss, traces = self._run_runtime(experiment, b, names, idx, every, values)
+                (sb, sn, ss, traces), extra = self._run_runtime(experiment, b, names, idx, every, values), {}
             else:
-                sb, sn, ss, traces = self._run_standalone(experiment, b, names, idx, every, values)
+                (sb, sn, ss, traces), extra = self._run_standalone(experiment, b, names, idx, every, values)
         wall = time.perf_counter() - start
         meta = {"target": self.target, "codegen": "numpy" if self.target == "runtime" else "cpp",
-                "dtype": self.dtype, "wall_time_s": wall, "experiment": experiment.summary(),
+                "dtype": self.dtype, "wall_time_s": wall, **extra, "experiment": experiment.summary(),
                 "versions": {"brian2": self._b2.__version__, "numpy": np.__version__}}
         return Recording.from_steps(self.name, experiment.dt, experiment.n_steps, b, n, sb, sn, ss,
                                     traces=traces, trace_neurons=idx, trace_every=every, metadata=meta)
@@ -307,21 +343,27 @@ class Brian2Backend:
             return model.results(torch.float64)
 
     def _run_standalone(self, experiment, b, names, idx, every, values):
-        b2 = self._b2
-        key = self._structure_key(experiment, b, names, idx, every)
-        if key not in self._built:
-            self._built[key] = self._build(experiment, b, names, idx, every, key)
-        device, model = self._built[key]
-        g = model.group
-        run_args = {getattr(g, name): b2.Quantity(value, dim=g.variables[name].dim)
-                    for name, value in values.items()}
-        results = f"results_{os.getpid()}_{time.monotonic_ns()}"
+        key = (str(self.build_dir), self._structure_key(experiment, b, names, idx, every))
+        built = key not in _PROJECTS
+        if built:
+            while len(_PROJECTS) >= _MAX_PROJECTS:
+                _PROJECTS.pop(next(iter(_PROJECTS)))
+            _PROJECTS[key] = self._build(experiment, b, names, idx, every, key[1])
+        device, model = _PROJECTS[key]
+        # Parameter files and results live in a directory of this run only (safe when
+        # several processes share the project); the binary reads each array from its file.
+        run_id = f"run_{os.getpid()}_{time.monotonic_ns()}"
+        run_dir = Path(device.project_dir) / run_id
+        run_dir.mkdir()
         try:
-            device.run(results_directory=results, with_output=False, run_args=run_args)
-            return model.results(torch.float64)
+            run_args = []
+            for name, value in values.items():
+                value.tofile(run_dir / f"{name}.dat")
+                run_args.append(f"{model.group.name}.{name}={run_dir / (name + '.dat')}")
+            device.run(results_directory=run_id, with_output=False, run_args=run_args)
+            return model.results(torch.float64), {"project_dir": device.project_dir, "built": built}
         finally:
-            device.delete(code=False, data=False, run_args=True, directory=False, force=True)
-            shutil.rmtree(Path(device.project_dir) / results, ignore_errors=True)
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     def _build(self, experiment, b, names, idx, every, key):
         from brian2.devices.cpp_standalone.device import CPPStandaloneDevice
@@ -330,8 +372,11 @@ class Brian2Backend:
         directory.mkdir(parents=True, exist_ok=True)
         device = CPPStandaloneDevice()
         log.info("brian2: building a cpp_standalone project in %s (once per network structure)", directory)
-        with _brian2_context(b2, device, _DTYPES[self.dtype], build_on_run=False):
-            model = _Model(b2, experiment, b, names, idx, every)
+        from brian2.utils.filelock import FileLock
+        gc.collect()  # dead Brian2 objects still hold names; see _Model
+        with FileLock(str(directory / ".dynacal-build.lock")), \
+                _brian2_context(b2, device, _DTYPES[self.dtype], build_on_run=False):
+            model = _Model(b2, experiment, b, names, idx, every, prefix=f"s{key[:10]}_")
             model.network.run(model.duration, namespace={})
             device.build(directory=str(directory), compile=True, run=False, with_output=False)
         self.builds += 1

@@ -33,9 +33,13 @@ from ..errors import ParameterError
 from ..experiment import Experiment
 from ..params import INITIAL_STATE, Params
 from . import fused_cpu_kernels as K
+from .fused_cpu_events import chunk_events, collect_spikes
 
 __all__ = ["simulate"]
 
+#: Lane-steps of a chunk from which the parallel kernels are used (about 1 ms of work on one
+#: core): waking the worker threads costs tens of microseconds, much more on a busy machine.
+_PARALLEL_WORK = 100_000
 _NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32}
 # Packed parameters per Params object; an entry is valid while every tensor is the same
 # object at the same version (in-place edits bump torch's version counter).
@@ -176,20 +180,25 @@ def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, subst
     if recurrent:
         rptr, rpost, rtype, rw = _recurrent_csr(experiment, dtype)
         lane_blk, lane_j = layout.locate(np.arange(b * n, dtype=np.int64))
+    n_parts = layout.part_ptr.size - 1 if recurrent else layout.n_blocks
     chunk = max(1, int(chunk_steps))
     masks = np.empty((layout.n_blocks, min(chunk, T)), dtype=np.uint64)
     events = []
     for t0 in range(0, T, chunk):
         n_t = min(chunk, T - t0)
-        gptr, ev_t, ev_off, ev_w = K.chunk_events(stim.steps, stim.sources, t0, t0 + n_t, cptr, cpost, ctype, cw,
-                                                  layout.n_groups, layout.sets_per_block, n, like)
+        lo, hi = np.searchsorted(stim.steps, (t0, t0 + n_t))
+        gptr, ev_t, ev_off, ev_w = chunk_events(stim.steps, stim.sources, lo, hi, t0, cptr, cpost, ctype, cw,
+                                                layout.n_groups, layout.sets_per_block, n, K.BLK, K.CNT, like)
         args = (ws, layout.lane0, layout.nvalid, layout.group, gptr, ev_t, ev_off, ev_w, n_t, t0, h, substeps,
                 every, tr_ptr, tr_j, tr_b, tr_r, name_rows, traces, masks)
+        # threads pay off only with two partitions and enough work to share
+        parallel = n_parts > 1 and b * n * n_t * substeps >= _PARALLEL_WORK
         if recurrent:
-            K.run_recurrent(*args, layout.part_ptr, rptr, rpost, rtype, rw, lane_blk, lane_j, n)
+            run = K.run_recurrent if parallel else K.run_recurrent_serial
+            run(*args, layout.part_ptr, rptr, rpost, rtype, rw, lane_blk, lane_j, n)
         else:
-            K.run_feedforward(*args)
-        events.append(K.collect_spikes(masks, n_t, layout.lane0, n, t0))
+            (K.run_feedforward if parallel else K.run_feedforward_serial)(*args)
+        events.append(collect_spikes(masks, n_t, layout.lane0, n, t0))
     sb, sn, ss = (np.concatenate(parts) for parts in zip(*events)) if len(events) > 1 else events[0]
     lanes = np.arange(b * n, dtype=np.int64)
     blk, slot = layout.locate(lanes)

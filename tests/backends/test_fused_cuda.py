@@ -65,7 +65,10 @@ def one_to_one(n_neurons: int, n_steps: int, weights=(10, 5, 1, 2), rate=400.0) 
     return Experiment(net, poisson(4 * n, rate, n_steps, 1e-4, seed=5), 1e-4, n_steps)
 
 
-def run_both(exp, p, *, dtype, device, names=STATE_NAMES, idx=(2, 0, 0), every=3, substeps=1, chunk=17):
+IDX = (2, 0, 0)  # traced neurons: out of order, one twice
+
+
+def run_both(exp, p, *, dtype, device, names=STATE_NAMES, idx=IDX, every=3, substeps=1, chunk=17):
     """(fused outputs, eager outputs on ``device``, eager outputs on the CPU)."""
     outs = []
     for dev in (device, device, "cpu"):
@@ -80,17 +83,38 @@ def run_both(exp, p, *, dtype, device, names=STATE_NAMES, idx=(2, 0, 0), every=3
     return outs
 
 
-def assert_same(fused, eager, rtol):
-    """Identical spike events and unstable flags; traces and peak within ``rtol``."""
+def assert_same(fused, eager, rtol, stable_only=False):
+    """Identical spike events and unstable flags; traces and peak within ``rtol``.
+
+    ``stable_only``: compare traces and peak only for neurons that stayed Euler-stable.
+    Rounding differences (FMA contraction, libdevice exp, div.approx in float32 on a
+    GPU) are amplified where Euler is unstable, as a 1-ulp change of a parameter is in
+    the eager engine itself; the spike steps stay the same.
+    """
     for k in range(3):
         np.testing.assert_array_equal(fused[k], eager[k])
+    assert torch.equal(fused[4], eager[4])
+    keep = ~eager[4] if stable_only else torch.ones_like(eager[4])
     assert fused[3].keys() == eager[3].keys()
     for name, trace in eager[3].items():
         assert fused[3][name].shape == trace.shape, name
-        torch.testing.assert_close(fused[3][name].cpu(), trace.cpu(), rtol=rtol, atol=rtol * 1e-12, msg=name)
-    assert torch.equal(fused[4], eager[4])
-    torch.testing.assert_close(fused[5], eager[5].cpu(), rtol=rtol, atol=0.0)
+        cols = keep[:, torch.as_tensor(IDX)]
+        torch.testing.assert_close(fused[3][name].cpu()[:, cols], trace.cpu()[:, cols], rtol=rtol,
+                                   atol=rtol * 1e-12, msg=name)
+    torch.testing.assert_close(fused[5][keep], eager[5].cpu()[keep], rtol=rtol, atol=0.0)
     assert fused[6] is None
+
+
+def seed_case(n_steps: int = 1000) -> Experiment:
+    """The seed notebook's neuron: four Poisson inputs at 80 Hz, weights 10, 5, 1, 2."""
+    chip = Chip()
+    neuron = chip.get_neurons(1, "Core_1")
+    inputs = chip.add_inputs(4)
+    for k, (syn, w) in enumerate((("NMDA", 10), ("AMPA", 5), ("GABA_A", 1), ("GABA_B", 2))):
+        s = chip.add_connection(inputs[k:k + 1], neuron, synapse_type=syn)
+        chip.connect(s, True)
+        s.weight = w
+    return Experiment(chip.network(), poisson(4, 80.0, n_steps, 1e-4, seed=0), 1e-4, n_steps)
 
 
 # --- host side: runs everywhere ------------------------------------------------------------
@@ -151,6 +175,7 @@ def interpreted_kernel(monkeypatch):
     importlib.reload(module)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside triton's interpreter
 @pytest.mark.parametrize("dtype,substeps", [(torch.float64, 2), (torch.float32, 1)])
 def test_kernel_matches_eager_in_interpreter(interpreted_kernel, dtype, substeps):
     exp, p = mixed_case(60)
@@ -164,30 +189,41 @@ def test_kernel_matches_eager_in_interpreter(interpreted_kernel, dtype, substeps
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-3)])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("substeps", [1, 3])
 def test_fused_matches_eager_on_gpu_and_cpu(dtype, rtol, substeps):
     exp, p = mixed_case(120)
     fused, eager_gpu, eager_cpu = run_both(exp, p, dtype=dtype, device="cuda", substeps=substeps)
     assert len(eager_cpu[2]) >= 8
-    assert_same(fused, eager_gpu, rtol)
-    assert_same(fused, eager_cpu, rtol)
+    assert_same(fused, eager_gpu, rtol, stable_only=True)
+    assert_same(fused, eager_cpu, rtol, stable_only=True)
 
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-3)])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
 def test_backend_fused_run_on_gpu_matches_cpu(dtype, rtol):
-    exp = one_to_one(300, 1000, rate=300.0)  # 3 blocks of neurons, one chunk boundary
-    fused = TorchBackend(engine="fused", dtype=dtype, device="cuda", chunk_steps=700).run(
-        exp, record="all", record_neurons=[0, 150, 299], record_every=2)
-    eager = TorchBackend(engine="eager", dtype=dtype, device="cpu").run(
-        exp, record="all", record_neurons=[0, 150, 299], record_every=2)
-    assert fused.metadata["engine"] == "fused" and fused.spike_step.size > 100
-    for field in ("spike_batch", "spike_neuron", "spike_step"):
-        np.testing.assert_array_equal(getattr(fused, field), getattr(eager, field))
+    """Through TorchBackend: the seed neuron's six traces, and 300 neurons' spikes (three
+    blocks of neurons, a chunk boundary at step 700)."""
+    kw = dict(record="all", record_every=2)
+    exp = seed_case(1000)
+    fused = TorchBackend(engine="fused", dtype=dtype, device="cuda", chunk_steps=700).run(exp, **kw)
+    eager = TorchBackend(engine="eager", dtype=dtype, device="cpu").run(exp, **kw)
+    assert fused.metadata["engine"] == "fused" and eager.spike_step.size >= 3
+    np.testing.assert_array_equal(fused.spike_step, eager.spike_step)
     for name in STATE_NAMES:
         torch.testing.assert_close(fused.traces[name].cpu(), eager.traces[name], rtol=rtol, atol=rtol * 1e-12)
+
+    exp = one_to_one(300, 1000, rate=80.0)
+    fused = TorchBackend(engine="fused", dtype=dtype, device="cuda", chunk_steps=700).run(exp)
+    eager = TorchBackend(engine="eager", dtype=dtype, device="cpu").run(exp)
+    assert eager.spike_step.size > 500
+    if dtype == torch.float64:
+        for field in ("spike_batch", "spike_neuron", "spike_step"):
+            np.testing.assert_array_equal(getattr(fused, field), getattr(eager, field))
+    else:  # a float32 trajectory near I0 may take the other side of the mask; allow 1 %
+        same = (fused.dense_spikes() == eager.dense_spikes()).all(axis=0)
+        assert same.mean() >= 0.99 and abs(fused.spike_step.size - eager.spike_step.size) <= 0.01 * eager.spike_step.size
 
 
 @pytest.mark.gpu
