@@ -86,7 +86,13 @@ class Recording:
                    spike_batch, spike_neuron, spike_step, **kwargs) -> "Recording":
         """Build from simulator spike steps (time = step * dt); sorts events by step."""
         b, n, s = (np.asarray(a, dtype=np.int64).ravel() for a in (spike_batch, spike_neuron, spike_step))
-        order = np.lexsort((n, b, s))
+        nb, nn = (max(batch, int(b.max()) + 1), max(n_neurons, int(n.max()) + 1)) if s.size else (1, 1)
+        if s.size and min(s.min(), b.min(), n.min()) >= 0 and (int(s.max()) + 1) * nb * nn < 2 ** 62:
+            # one int64 key: a stable argsort is linear on the already sorted events of the
+            # simulators (np.lexsort took 1 s for 3.7 M events)
+            order = np.argsort((s * nb + b) * nn + n, kind="stable")
+        else:
+            order = np.lexsort((n, b, s))
         b, n, s = b[order], n[order], s[order]
         return cls(backend, dt, n_steps, batch, n_neurons, b, n, s, s * dt, **kwargs)
 
@@ -164,6 +170,9 @@ class Recording:
                     g.create_dataset(name, data=value.detach().cpu().double().numpy(), compression="gzip")
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give the usual mode
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
