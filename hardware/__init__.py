@@ -1,6 +1,26 @@
 """dynacal.hardware: the physical Dynap-SE1 board (bias DAC, samna backend, twin board).
 
-Planned in the board issue; nothing here yet. The core never imports this package.
+- :mod:`.biasgen`: the bias DAC, (coarse, fine) codes <-> currents;
+- :mod:`.biasmap`: the 25 biases of a core <-> model parameters, bias files;
+- :mod:`.config` and :mod:`.fpga`: a Network and its stimulus -> board configuration and
+  FPGA spike-generator events, with every chip limit checked;
+- :mod:`.samna_board`: the ``board`` backend (samna is imported only when it is used);
+- :mod:`.fake_samna` and :mod:`.twin`: a fake samna with a simulated board behind it, the
+  ``twin`` backend.
+
+The core (``dynacal``) never imports this package; the backend registry names it.
 """
 
-__all__: list[str] = []
+from .biasgen import BIAS_NAMES, BiasDAC, CodeResult
+from .biasmap import (BIAS_MAP, BiasConstants, BiasReport, BiasSetting, currents_to_params, export_biases,
+                      import_biases, params_to_codes, params_to_currents)
+from .config import BoardPlan, plan_network
+from .fpga import FpgaSchedule, schedule
+from .samna_board import BoardBackend, BoardRunError
+from .samna_detect import samna_status
+from .twin import TwinBoard, TwinFaults, TwinNoise, twin_backend
+
+__all__ = ["BIAS_NAMES", "BiasDAC", "CodeResult", "BIAS_MAP", "BiasConstants", "BiasReport", "BiasSetting",
+           "currents_to_params", "params_to_currents", "params_to_codes", "export_biases", "import_biases",
+           "BoardPlan", "plan_network", "FpgaSchedule", "schedule", "BoardBackend", "BoardRunError",
+           "samna_status", "TwinBoard", "TwinFaults", "TwinNoise", "twin_backend"]

@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import weakref
 
+import numba
 import numpy as np
 import torch
 
 from ..errors import ParameterError
 from ..experiment import Experiment
-from ..params import INITIAL_STATE, Params
+from ..params import INITIAL_STATE, STATE_NAMES, Params
 from . import fused_cpu_kernels as K
 from .fused_cpu_events import chunk_events, collect_spikes
+from .torch_sim import tensor_versions
 
 __all__ = ["simulate"]
 
@@ -49,12 +51,13 @@ _packed: "weakref.WeakKeyDictionary[Params, tuple]" = weakref.WeakKeyDictionary(
 def _pack(p: Params, dtype) -> np.ndarray:
     """(35, B * N) array of the parameters in ``K.PARAM_ORDER``, cached per ``p``."""
     tensors = [getattr(p, name) for name in K.PARAM_ORDER]
-    key = tuple((id(t), t._version) for t in tensors)
+    key = tensor_versions(tensors)
     hit = _packed.get(p)
-    if hit is not None and hit[0] == key:
+    if hit is not None and key is not None and hit[0] == key:
         return hit[1]
     packed = np.stack([t.detach().reshape(-1).numpy() for t in tensors]).astype(dtype, copy=False)
-    _packed[p] = (key, packed)
+    if key is not None:
+        _packed[p] = (key, packed)
     return packed
 
 
@@ -78,7 +81,7 @@ class _Layout:
             self.n_groups = per_set
             self.part_ptr = np.arange(b + 1, dtype=np.int64) * per_set  # one partition per set
         else:
-            spb = blk // n
+            spb = blk // max(n, 1)
             self.sets_per_block = spb
             n_blocks = -(-b // spb)
             self.lane0 = np.arange(n_blocks, dtype=np.int64) * spb * n
@@ -152,57 +155,80 @@ def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, subst
         ``traces`` name -> tensor (T_rec, B, R) in A; ``unstable`` bool (B, N) (a state
         went negative or non-finite); ``peak`` (B, N) the largest ``Igaba_a + Isoma_ahp``
         after any step (A).
+
+    Raises:
+        ParameterError: a dtype other than float32/float64, or (float32) a refractory
+            period of 2^24 steps or more.
     """
     dtype = _NP_DTYPE.get(p.I0.dtype)
     if dtype is None:
         raise ParameterError(f"the fused CPU engine computes in float32 or float64, not {p.I0.dtype}.")
     b, n = p.I0.shape
-    net, stim = experiment.network, experiment.stimulus
-    dt, T = experiment.dt, int(experiment.n_steps)
     layout = _Layout(b, n)
-    like = np.zeros(0, dtype=dtype)
+    ws = _workspace(layout, p, dtype, experiment.dt)
+    idx = np.asarray(idx, dtype=np.int64)
+    traces = np.empty((len(names), -(-int(experiment.n_steps) // every), b, idx.size), dtype=dtype)
+    record = (*_trace_map(layout, idx if names else idx[:0]),
+              np.array([K.STATE_ROWS[STATE_NAMES.index(x)] for x in names], dtype=np.int64), traces)
+    sb, sn, ss = _run_chunks(experiment, layout, ws, dtype, every, substeps, max(1, int(chunk_steps)), record)
+    blk, slot = layout.locate(np.arange(b * n, dtype=np.int64))
+    unstable = torch.from_numpy(ws[blk, K.UNST * K.BLK + slot] > 0).reshape(b, n)
+    peak = torch.from_numpy(ws[blk, K.PEAK * K.BLK + slot]).reshape(b, n)
+    return sb, sn, ss, {x: torch.from_numpy(traces[q]) for q, x in enumerate(names)}, unstable, peak, None
+
+
+def _workspace(layout: _Layout, p: Params, dtype, dt: float) -> np.ndarray:
+    """The kernels' workspace with the parameters and the initial state filled in."""
     ws = np.empty((layout.n_blocks, K.N_ROWS * K.BLK), dtype=dtype)
-    init = np.array([INITIAL_STATE[k] for k in ("Isoma_mem", "Isoma_ahp", "Inmda", "Iampa", "Igaba_a",
-                                                "Igaba_b")], dtype=dtype)
+    init = np.array([INITIAL_STATE[x] for x in STATE_NAMES[:6]], dtype=dtype)
     longest = K.init_workspace(ws, _pack(p, dtype), layout.lane0, layout.nvalid, init, float(dt))
     if dtype is np.float32 and longest >= 2 ** 24:
         raise ParameterError(f"soma_refP is {longest:.0f} steps of dt = {dt:g} s, too long to count in "
-                             f"float32; use dtype float64 or a larger dt.")
-    idx = np.asarray(idx, dtype=np.int64)
-    tr_ptr, tr_j, tr_b, tr_r = _trace_map(layout, idx) if names else (np.zeros(layout.n_blocks + 1, np.int64),) + (np.zeros(0, np.int64),) * 3
-    name_rows = np.array([K.STATE_ROWS[("Isoma_mem", "Isoma_ahp", "Inmda", "Iampa", "Igaba_a", "Igaba_b").index(x)]
-                          for x in names], dtype=np.int64)
-    t_rec = -(-T // every)
-    traces = np.empty((len(names), t_rec, b, idx.size), dtype=dtype)
-    cptr, cpost, ctype, cw = _input_csr(experiment)
-    h = dtype(dt / substeps)
-    recurrent = net.recurrent.pre.size > 0
-    if recurrent:
-        rptr, rpost, rtype, rw = _recurrent_csr(experiment, dtype)
-        lane_blk, lane_j = layout.locate(np.arange(b * n, dtype=np.int64))
-    n_parts = layout.part_ptr.size - 1 if recurrent else layout.n_blocks
-    chunk = max(1, int(chunk_steps))
-    masks = np.empty((layout.n_blocks, min(chunk, T)), dtype=np.uint64)
-    events = []
-    for t0 in range(0, T, chunk):
-        n_t = min(chunk, T - t0)
+                             f"float32 (2^24 steps at most); use dtype float64 or a larger dt.")
+    return ws
+
+
+class _Chunks:
+    """The kernels' inputs that stay the same through a run; :meth:`run` advances the state
+    in the workspace by the steps ``t0:t0 + n_t`` and returns their spike events."""
+
+    def __init__(self, experiment: Experiment, layout: _Layout, ws, dtype, every, substeps, record, chunk):
+        b, n = layout.b, layout.n
+        self.experiment, self.layout, self.ws, self.every, self.substeps = experiment, layout, ws, every, substeps
+        self.record, self.like = record, np.zeros(0, dtype=dtype)
+        self.conns = _input_csr(experiment)
+        self.h = dtype(experiment.dt / substeps)  # as torch rounds a Python float against float32 tensors
+        self.rec = None
+        if experiment.network.recurrent.pre.size:
+            self.rec = (layout.part_ptr, *_recurrent_csr(experiment, dtype), *layout.locate(np.arange(b * n)), n)
+        self.n_parts = layout.part_ptr.size - 1 if self.rec else layout.n_blocks
+        self.masks = np.empty((min(chunk, int(experiment.n_steps)), layout.n_blocks), dtype=np.uint64)
+
+    def run(self, t0: int, n_t: int):
+        lay, stim = self.layout, self.experiment.stimulus
         lo, hi = np.searchsorted(stim.steps, (t0, t0 + n_t))
-        gptr, ev_t, ev_off, ev_w = chunk_events(stim.steps, stim.sources, lo, hi, t0, cptr, cpost, ctype, cw,
-                                                layout.n_groups, layout.sets_per_block, n, K.BLK, K.CNT, like)
-        args = (ws, layout.lane0, layout.nvalid, layout.group, gptr, ev_t, ev_off, ev_w, n_t, t0, h, substeps,
-                every, tr_ptr, tr_j, tr_b, tr_r, name_rows, traces, masks)
+        inputs = chunk_events(stim.steps, stim.sources, lo, hi, t0, *self.conns, lay.n_groups, lay.sets_per_block,
+                              lay.n, K.BLK, K.CNT, self.like)
+        args = (self.ws, lay.lane0, lay.nvalid, lay.group, *inputs, n_t, t0, self.h, self.substeps, self.every,
+                *self.record, self.masks)
         # threads pay off only with two partitions and enough work to share
-        parallel = n_parts > 1 and b * n * n_t * substeps >= _PARALLEL_WORK
-        if recurrent:
-            run = K.run_recurrent if parallel else K.run_recurrent_serial
-            run(*args, layout.part_ptr, rptr, rpost, rtype, rw, lane_blk, lane_j, n)
+        parallel = self.n_parts > 1 and lay.b * lay.n * n_t * self.substeps >= _PARALLEL_WORK
+        if self.rec is not None:
+            (K.run_recurrent if parallel else K.run_recurrent_serial)(*args, *self.rec)
         else:
             (K.run_feedforward if parallel else K.run_feedforward_serial)(*args)
-        events.append(collect_spikes(masks, n_t, layout.lane0, n, t0))
-    sb, sn, ss = (np.concatenate(parts) for parts in zip(*events)) if len(events) > 1 else events[0]
-    lanes = np.arange(b * n, dtype=np.int64)
-    blk, slot = layout.locate(lanes)
-    unstable = torch.from_numpy(ws[blk, K.UNST * K.BLK + slot] > 0).reshape(b, n)
-    peak = torch.from_numpy(ws[blk, K.PEAK * K.BLK + slot]).reshape(b, n)
-    out = {name: torch.from_numpy(traces[q]) for q, name in enumerate(names)}
-    return sb, sn, ss, out, unstable, peak, None
+        return collect_spikes(self.masks, n_t, lay.lane0, lay.n, t0)
+
+
+def _run_chunks(experiment: Experiment, layout: _Layout, ws, dtype, every, substeps, chunk, record):
+    """All steps, ``chunk`` at a time (the state stays in ``ws``); returns the spike events."""
+    chunks, T = _Chunks(experiment, layout, ws, dtype, every, substeps, record, chunk), int(experiment.n_steps)
+    # Threads take blocks one at a time (numba's default splits them evenly up front): on a
+    # shared machine a core busy elsewhere then does not hold the other one up (1.0 s
+    # instead of 1.6 s for 10,000 neurons x 1 s against one busy process on 2 cores).
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        events = [chunks.run(t0, min(chunk, T - t0)) for t0 in range(0, T, chunk)]
+    finally:
+        numba.set_parallel_chunksize(previous)
+    return tuple(np.concatenate(parts) for parts in zip(*events)) if len(events) > 1 else events[0]

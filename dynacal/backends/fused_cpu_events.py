@@ -13,9 +13,30 @@ not notice a change of constants imported from another file).
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
+from numba.extending import intrinsic
 
 __all__ = ["chunk_events", "collect_spikes"]
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits (llvm.ctpop)."""
+    def codegen(context, builder, signature, args):
+        ty = args[0].type
+        return builder.call(builder.module.declare_intrinsic("llvm.ctpop", [ty], ir.FunctionType(ty, [ty])), args)
+    return x(x), codegen
+
+
+@intrinsic
+def _lowest_bit(typingctx, x):
+    """Index of the lowest set bit of a non-zero integer (llvm.cttz)."""
+    def codegen(context, builder, signature, args):
+        ty = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.cttz", [ty], ir.FunctionType(ty, [ty, ir.IntType(1)]))
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 1)])
+    return x(x), codegen
 
 
 @njit(cache=True)
@@ -70,32 +91,33 @@ def chunk_events(steps, sources, lo, hi, start, conn_ptr, conn_post, conn_type, 
 
 @njit(cache=True)
 def collect_spikes(masks, n_t, lane0, n_neurons, t0):
-    """Spike events of a chunk from the masks, sorted by step, then set, then neuron.
+    """Spike events of a chunk, sorted by step, then set, then neuron.
+
+    Args:
+        masks: uint64 (>= n_t, n_blocks): bit j of ``masks[k, blk]`` = lane j of block
+            ``blk`` spiked in step ``t0 + k``; lane0: int64 (n_blocks,) first lane of
+            each block (lane = set * n_neurons + neuron).
 
     Returns int64 arrays ``(batch, neuron, step)``.
     """
     total = 0
-    for blk in range(masks.shape[0]):
-        for k in range(n_t):
-            m = masks[blk, k]
-            while m:
-                m &= m - np.uint64(1)
-                total += 1
+    for k in range(n_t):
+        for blk in range(masks.shape[1]):
+            total += _popcount(masks[k, blk])
     sb = np.empty(total, np.int64)
     sn = np.empty(total, np.int64)
     ss = np.empty(total, np.int64)
     i = 0
     for k in range(n_t if total else 0):
-        for blk in range(masks.shape[0]):
-            m = masks[blk, k]
-            j = 0
+        for blk in range(masks.shape[1]):
+            m = masks[k, blk]
+            b0 = lane0[blk] // n_neurons if m else 0
+            n0 = lane0[blk] - b0 * n_neurons
             while m:
-                if m & np.uint64(1):
-                    lane = lane0[blk] + j
-                    sb[i] = lane // n_neurons
-                    sn[i] = lane - sb[i] * n_neurons
-                    ss[i] = t0 + k
-                    i += 1
-                m >>= np.uint64(1)
-                j += 1
+                b, n = b0, n0 + np.int64(_lowest_bit(m))
+                if n >= n_neurons:  # blocks of several sets
+                    b, n = b + n // n_neurons, n % n_neurons
+                sb[i], sn[i], ss[i] = b, n, t0 + k
+                i += 1
+                m &= m - np.uint64(1)
     return sb, sn, ss

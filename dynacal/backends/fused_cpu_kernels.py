@@ -1,22 +1,27 @@
 r"""Numba kernels of the fused CPU engine: the DPI step in scalar form, and the time loops.
 
 The equations are those of :func:`dynacal.backends.dpi.derivatives` and
-:func:`~dynacal.backends.dpi.dpi_step`, the reference, written once more per neuron in the
-same order of floating-point operations (so float64 results agree to the last bit except
-where ``exp`` rounds differently, about 1 ulp). ``tests/backends/test_fused_cpu.py`` binds
-them to the reference: identical spike steps, traces within rounding.
+:func:`~dynacal.backends.dpi.dpi_step`, the reference, written once more per neuron with
+the same floating-point operations in the same order, so that float64 and float32 results
+are bit-identical to the eager engine's except where ``exp`` rounds differently (by 1 ulp,
+rarely visible). ``tests/backends/test_fused_cpu.py`` binds them to the reference:
+identical spike steps, traces within rounding, in every regime.
 
-Layout. Neurons of all B parameter sets are *lanes* ``L = b * N + n``. Lanes are grouped in
-blocks of at most :data:`BLK`; every block owns one row of the workspace ``ws`` (float,
-shape ``(n_blocks, N_ROWS * BLK)``) that holds, for its lanes, the state, the per-lane
-parameters (some precomputed exactly as the reference computes them), the input counts
-of the current step and the run's checks; row ``r`` of lane ``j`` is ``ws[blk, r * BLK + j]``.
-One buffer with fixed row offsets lets LLVM prove that the rows never overlap, so the
-inner loop over the lanes of a block vectorises (AVX2/AVX-512) without runtime alias
-checks; the loop body has no branches (selects only) and ``exp`` is computed inline
-(:func:`_exp`: SLEEF's ``expd_u10``/``expf_u10`` algorithm, max. 1 ulp) because a call to
-libm would stop vectorisation. No ``fastmath``: LLVM keeps IEEE semantics and the order
-of operations; only ``exp`` uses explicit FMA.
+Layout. The neurons of all B parameter sets are *lanes* ``L = b * N + n``, grouped in
+blocks of at most :data:`BLK` contiguous lanes. Every block owns one row of the workspace
+``ws`` (shape ``(n_blocks, N_ROWS * BLK)``, the run's dtype): for its lanes the state, the
+per-lane parameters (derived ones precomputed as the reference computes them), the input
+counts of the current step and the run's checks; row ``r`` of lane ``j`` is at ``r * BLK +
+j``. With one buffer and constant row offsets LLVM proves that rows never overlap, so the
+loops over the lanes of a block vectorise (AVX2 / AVX-512: 4-8 float64 lanes per
+instruction) without runtime alias checks. What keeps them vectorised (checked by
+``tests/backends/test_vector_math.py``): no branches in the loop body (selects; values are
+loaded before they are selected), no libm call (``vector_math.exp``), unsigned indices
+(:func:`_ix`; numba's negative-index wraparound is a select between addresses), and no
+array passed to a call inside the loop (the per-lane math takes scalars). No ``fastmath``:
+LLVM keeps IEEE semantics and the order of operations.
+A step of a block is three loops over its lanes: Euler (per sub-step), threshold, and
+jumps + reset + checks; recurrent jumps go between the second and the third.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from . import vector_math
 from .vector_math import exp, typed
 
 __all__ = ["BLK", "N_ROWS", "STATE_ROWS", "PARAM_ORDER", "init_workspace", "run_feedforward",
-           "run_feedforward_serial", "run_recurrent", "run_recurrent_serial", "exp_dtype"]
+           "run_feedforward_serial", "run_recurrent", "run_recurrent_serial"]
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +75,20 @@ def _ix(row, j):
 
 
 # --- the DPI step (reference: dpi.derivatives and dpi.dpi_step) -------------------------
-# Pure scalar functions (inlined by LLVM) inside loops over the lanes of a block; the
-# loops are the only functions that touch arrays, so no reference counting happens per lane.
+# Scalar functions inside loops over the lanes of a block; only the loops touch arrays, so
+# nothing is reference-counted per lane. The soma's is inlined by numba ("always"): it is
+# above LLVM's inlining threshold, and a call in the loop would stop vectorisation.
 
 @njit(inline="always", error_model="numpy")
 def _soma_derivatives(imem, iahp, inmda, iampa, iga, igb, i0, thr, iconst, stau, sig, asoma, pgain, pth,
                       pnorm, taus1, taus0, aig, taua1, taua0, twoi0):
     """``(dIsoma_mem/dt, dIsoma_ahp/dt)`` (A/s): the operations of ``dpi.derivatives`` in
-    the same order. ``m * a + f * b`` with parameters ``a``, ``b`` is a select (exact for
-    finite values; ``stau`` = Isoma_dpi_tau, ``sig`` = alpha_soma * Isoma_dpi_tau, ``taus1``
-    / ``taus0`` = tau_soma for Itau_s = Isoma_dpi_tau / I0, likewise for the AHP)."""
+    the same order, its masks as the same selects. Parameter-only terms come precomputed
+    as the reference computes them: ``stau`` = Isoma_dpi_tau, ``sig`` = alpha_soma *
+    Isoma_dpi_tau, ``taus1``/``taus0`` = tau_soma for Itau_s = Isoma_dpi_tau / I0, and
+    likewise ``aig``, ``taua1``, ``taua0`` for the AHP; ``twoi0`` = 2 * I0."""
     one, zero = typed(1.0, i0), typed(0.0, i0)
     m = imem > i0
-    mf = one if m else zero
-    ff = one - mf
     imem_c = i0 if imem < i0 else imem          # torch.clamp: NaN stays NaN
     imem_c = one if imem_c > one else imem_c
     inmda_dp = inmda / (one + thr / imem_c)
@@ -92,11 +97,11 @@ def _soma_derivatives(imem, iahp, inmda, iampa, iga, igb, i0, thr, iconst, stau,
     iin_c = one if iin_c > one else iin_c
     itau_s = stau if m else i0
     ig_s = sig if m else i0
-    iahp_s = mf * iahp + ff * i0
-    iga_s = mf * iga + ff * i0
+    iahp_s = iahp if m else i0
+    iga_s = iga if m else i0
     ipfb = pgain / (one + exp(-(imem - pth) / pnorm))
-    ipfb_s = mf * ipfb + ff * i0
-    fi0 = ff * i0
+    ipfb_s = ipfb if m else i0
+    fi0 = zero if m else i0
     isum = itau_s + iahp_s + iga_s - ipfb_s - fi0
     tau_s = taus1 if m else taus0
     d_mem = (asoma * (iin_c - isum) - (isum - fi0) * imem_c / itau_s) / (tau_s * (one + ig_s / imem_c))
@@ -115,7 +120,8 @@ def _synapse_derivative(ix, i0, ig_on, tau_on, tau_off, twoi0):
     its time constant for Itau = I_X_tau / I0."""
     s = ix > i0
     ig = ig_on if s else i0
-    return (-ix - ig + (typed(0.0, i0) if s else twoi0)) / ((tau_on if s else tau_off) * (ig / ix + typed(1.0, i0)))
+    tau = tau_on if s else tau_off
+    return (-ix - ig + (typed(0.0, i0) if s else twoi0)) / (tau * (ig / ix + typed(1.0, i0)))
 
 
 @njit(error_model="numpy")
@@ -146,9 +152,9 @@ def _threshold_pass(w, nb):
     SPK row; returns the number of spikes."""
     nspk = 0
     for j in range(nb):
-        spike = (w[_ix(MEM, j)] > w[_ix(ITH, j)]) & (w[_ix(REFR, j)] <= typed(0.0, w[_ix(ITH, j)]))
-        w[_ix(SPK, j)] = typed(1.0, w[_ix(ITH, j)]) if spike else typed(0.0, w[_ix(ITH, j)])
-        nspk += 1 if spike else 0
+        th, zero = w[_ix(ITH, j)], typed(0.0, w[_ix(ITH, j)])
+        spike = (w[_ix(MEM, j)] > th) & (w[_ix(REFR, j)] <= zero)
+        w[_ix(SPK, j)], nspk = (typed(1.0, th), nspk + 1) if spike else (zero, nspk)
     return nspk
 
 
@@ -267,9 +273,7 @@ def init_workspace(ws, P, lane0, nvalid, init, dt):
     return longest
 
 
-# --- time loops ---------------------------------------------------------------------------
-# Each loop exists in a parallel (prange) and a serial version: waking worker threads
-# costs more than a small run (one block of one neuron) takes.
+# --- time loops (parallel, and serial for small runs: waking threads costs more) ---------
 
 _LOOP_ARGS = """
     Args:
@@ -281,7 +285,7 @@ _LOOP_ARGS = """
         every: record the state at the start of global steps ``t % every == 0``.
         tr_ptr, tr_j, tr_b, tr_r: per block (CSR) the recorded lanes and their (set,
             column) in ``traces`` (n_names, T_rec, B, R); name_rows: state row per name.
-        masks: uint64 (n_blocks, >= n_t) out: bit j of ``masks[blk, k]`` = lane j spiked.
+        masks: uint64 (>= n_t, n_blocks) out: bit j of ``masks[k, blk]`` = lane j spiked.
 """
 
 
@@ -299,7 +303,7 @@ def _feedforward_block(w, blk, nb, e, e_end, ev_t, ev_off, ev_w, n_t, t0, h, sub
             _euler_pass(w, nb, h)
         nspk = _threshold_pass(w, nb)
         _settle_pass(w, nb)
-        masks[blk, k] = _mask(w, nb) if nspk > 0 else np.uint64(0)
+        masks[k, blk] = _mask(w, nb) if nspk > 0 else np.uint64(0)
 
 
 @njit(cache=_CACHE, parallel=True, error_model="numpy")
@@ -347,16 +351,16 @@ def _recurrent_part(ws, b0, b1, lane0, nvalid, group, gptr, ev_t, ev_off, ev_w, 
             for _ in range(substeps):
                 _euler_pass(w, nb, h)
             nspk = _threshold_pass(w, nb)
-            masks[blk, k] = _mask(w, nb) if nspk > 0 else np.uint64(0)
+            masks[k, blk] = _mask(w, nb) if nspk > 0 else np.uint64(0)
         for blk in range(b0, b1):  # this step's spikes jump through the recurrent connections
-            m = masks[blk, k]
+            m = masks[k, blk]
             for j in range(nvalid[blk] if m else 0):
                 if (m >> np.uint64(j)) & np.uint64(1):
                     b = (lane0[blk] + j) // n_neurons
                     pre = lane0[blk] + j - b * n_neurons
                     for c in range(rec_ptr[pre], rec_ptr[pre + 1]):
                         tl = b * n_neurons + rec_post[c]
-                        pass
+                        ws[lane_blk[tl], (CNT + rec_type[c]) * BLK + lane_j[tl]] += rec_w[c]
         for blk in range(b0, b1):
             _settle_pass(ws[blk], nvalid[blk])
 

@@ -17,6 +17,10 @@ __all__ = ["get_backend", "BACKENDS"]
 BACKENDS: dict[str, tuple[str, str | None]] = {
     "torch": ("dynacal.backends.torch_sim:TorchBackend", None),
     "brian2": ("dynacal.backends.brian2_ref:Brian2Backend", "brian2"),
+    "replay": ("dynacal.backends.replay:ReplayBackend", None),
+    # the physical board through samna, and the twin board (a simulated chip behind a fake samna)
+    "board": ("dynacal.hardware.samna_board:BoardBackend", "hardware"),
+    "twin": ("dynacal.hardware.twin:twin_backend", None),
 }
 
 
@@ -24,8 +28,9 @@ def get_backend(spec: Any = None, **options: Any):
     """Resolve a backend.
 
     Args:
-        spec: None (the torch simulator), a name (``"torch"``, ``"brian2"``), a name with
-            one argument (``"replay:recordings/fi.h5"``), or an object with ``name`` and
+        spec: None (the torch simulator), a name (``"torch"``, ``"brian2"``, ``"board"``,
+            ``"twin"``), a name with one argument (``"replay:recordings/fi.h5"``,
+            ``"twin:1234"`` for a twin with serial 1234), or an object with ``name`` and
             ``run``, which passes through.
         **options: keyword arguments of the backend's constructor.
 

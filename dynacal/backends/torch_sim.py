@@ -273,14 +273,24 @@ _prepared: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionar
 
 def _prepare(experiment: Experiment, params: Params | None, dtype, device) -> _Prepared:
     owner = experiment if params is None else params
-    stamp = (weakref.ref(experiment), dtype, device,
-             None if params is None else tuple((id(t), t._version) for t in vars(params).values()))
+    versions = None if params is None else tensor_versions(vars(params).values())
+    stamp = (weakref.ref(experiment), dtype, device, versions)
     hit = _prepared.get(owner)
     if hit is not None and hit[0] == stamp:
         return hit[1]
     prepared = _Prepared(resolve_params(experiment, params, dtype=dtype, device=device))
-    _prepared[owner] = (stamp, prepared)
+    if params is None or versions is not None:
+        _prepared[owner] = (stamp, prepared)
     return prepared
+
+
+def tensor_versions(tensors) -> tuple | None:
+    """``(id, version)`` of each tensor: equal while no tensor was replaced or edited in
+    place. None when one is an inference tensor (it has no version counter)."""
+    try:
+        return tuple((id(t), t._version) for t in tensors)
+    except RuntimeError:
+        return None
 
 
 @functools.lru_cache(maxsize=None)

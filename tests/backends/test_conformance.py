@@ -1,5 +1,9 @@
 """One suite every backend passes: shapes, units, determinism, batch independence,
-record names. A new backend joins by adding its name to BACKENDS."""
+record names. A new backend joins by adding its name to BACKENDS.
+
+The replay backend serves what the torch simulator recorded of this suite's experiment
+(every trace, every step); it does not simulate, so the batch test does not apply to it.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +23,18 @@ BACKENDS = [
     pytest.param(("torch", {"engine": "eager"}), id="torch-eager"),
     pytest.param(("torch", {"engine": "fused"}), id="torch-fused"),
     pytest.param(("brian2", {"target": "runtime"}), id="brian2-runtime", marks=[pytest.mark.brian2, _brian2]),
+    pytest.param(("replay", {}), id="replay"),
 ]
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request):
+def backend(request, tmp_path_factory):
     name, options = request.param
+    if name == "replay":
+        folder = tmp_path_factory.mktemp("conformance")
+        exp = _experiment()
+        get_backend("torch").run(exp, exp.network.params(), record="all").save(folder / "conformance.h5")
+        return get_backend(f"replay:{folder}")
     return get_backend(name, **options)
 
 
@@ -60,6 +70,8 @@ def test_deterministic_and_does_not_mutate(backend):
 
 
 def test_batch_sets_are_independent_chips(backend):
+    if backend.name == "replay":
+        pytest.skip("replay serves recordings; it does not simulate parameter sets")
     exp = _experiment()
     values = [60e-12, 100e-12, 160e-12]
     batched = backend.run(exp, Params.from_values(Iampa_w0=torch.tensor(values, dtype=torch.float64).reshape(3, 1)),

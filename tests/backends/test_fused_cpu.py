@@ -232,13 +232,28 @@ def test_parallel_and_serial_kernels_agree(monkeypatch, parallel):
     assert_agree(fused, eager)
 
 
-@pytest.mark.parametrize("n_sets", [1, 4])
-def test_float32(n_sets):
+@pytest.mark.parametrize("n_sets,substeps", [(1, 1), (4, 2)])
+def test_float32(n_sets, substeps):
     exp = single_neuron_experiment(n_steps=600, rate=150)
     p = Params.from_values(Isoma_dpi_tau=np.linspace(4e-12, 6e-12, n_sets)[:, None], dtype=torch.float32)
-    fused, eager = run_engines(exp, p, dtype=torch.float32)
+    fused, eager = run_engines(exp, p, dtype=torch.float32, substeps=substeps)
     assert fused[3]["Isoma_mem"].dtype == torch.float32 and n_spikes(eager) >= 3 * n_sets
     assert_agree(fused, eager, torch.float32)
+
+
+def test_peak_and_instability_flag_propagate_nan_like_the_reference():
+    """A NaN state flags the lane and makes its peak NaN for good (torch.maximum)."""
+    from dynacal.backends import fused_cpu_kernels as K
+    lane = K.BLK - 1
+    w = np.zeros(K.N_ROWS * K.BLK)
+    w[np.arange(6) * K.BLK + lane] = 1e-12
+    peak = torch.zeros((), dtype=torch.float64)
+    for iga in (2e-12, np.nan, 5e-9):
+        w[K.GA * K.BLK + lane] = iga
+        K._settle_pass(w, K.BLK)
+        peak = torch.maximum(peak, torch.tensor(iga + w[K.AHP * K.BLK + lane], dtype=torch.float64))
+        np.testing.assert_equal(w[K.PEAK * K.BLK + lane], peak.item())
+    assert w[K.UNST * K.BLK + lane] == 1.0 and w[K.UNST * K.BLK] == 1.0  # lane 0: Iahp, ... = 0 is unstable
 
 
 def test_backend_run_uses_fused_engine():
@@ -256,3 +271,18 @@ def test_float32_refractory_too_long_to_count():
     p = Params.from_values(soma_refP="20 ms", dtype=torch.float32)
     with pytest.raises(ParameterError, match="soma_refP"):
         fused_cpu.simulate(exp, p.expand(1, 1), (), np.zeros(0, np.int64), 1)
+
+
+def test_repeated_runs_follow_in_place_edits_of_params():
+    """Runs reuse what they derived from an unchanged Params object (torch_sim._prepare,
+    fused_cpu._pack); an in-place edit must be seen, as a fresh object would be."""
+    exp = single_neuron_experiment(n_steps=300)
+    backend = TorchBackend(engine="fused")
+    p = Params.from_values(Isoma_th="2 nA")
+    first = backend.run(exp, p).spike_step
+    np.testing.assert_array_equal(backend.run(exp, p).spike_step, first)
+    with torch.no_grad():
+        p.Isoma_th.mul_(0.5)
+    edited = backend.run(exp, p).spike_step
+    np.testing.assert_array_equal(edited, backend.run(exp, Params.from_values(Isoma_th="1 nA")).spike_step)
+    assert not np.array_equal(edited, first)

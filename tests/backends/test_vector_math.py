@@ -56,14 +56,18 @@ def test_kernels_pin_the_current_vector_math():
     assert fused_cpu_kernels._CACHE
 
 
-def test_euler_loop_is_vectorised():
-    """The lane loop of the Euler step runs several neurons per instruction: packed
-    divisions on ymm/zmm registers (any x86 CPU with AVX). A regression here (a branch,
-    a libm call, a negative-index check in the loop) costs a factor 4-8 in speed."""
+def test_lane_loops_are_vectorised():
+    """The lane loops of a step run several neurons per instruction: packed arithmetic on
+    ymm/zmm registers (any x86 CPU with AVX). A regression here (a branch, a libm call, a
+    negative-index check in the loop) costs a factor 4-8 in speed."""
     import llvmlite.binding as llvm
     if not llvm.get_host_cpu_features().get("avx", False):
         pytest.skip("no AVX on this CPU")
-    w = np.zeros(fused_cpu_kernels.N_ROWS * fused_cpu_kernels.BLK)
-    fused_cpu_kernels._euler_pass(w, fused_cpu_kernels.BLK, 1e-4)
-    asm = "\n".join(fused_cpu_kernels._euler_pass.inspect_asm().values())
+    K = fused_cpu_kernels
+    w = np.zeros(K.N_ROWS * K.BLK)
+    K._euler_pass(w, K.BLK, 1e-4)
+    K._settle_pass(w, K.BLK)
+    asm = "\n".join(K._euler_pass.inspect_asm().values())
     assert len(re.findall(r"vdivpd\s+.*%[yz]mm", asm)) >= 17  # every division of the step, packed
+    asm = "\n".join(K._settle_pass.inspect_asm().values())
+    assert len(re.findall(r"vmulpd\s+.*%[yz]mm", asm)) >= 10  # jumps and reset, packed

@@ -1,0 +1,96 @@
+"""Synaptic kernels: fitted time constants and amplitudes against the model's values."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from dynacal import Params, get_backend
+from dynacal.errors import ParameterError
+from dynacal.protocols import SynapticKernels
+
+from .conftest import mismatch, model_tau
+
+N = 6
+DT = 1e-4
+#: synapse type -> (leak, capacitance, base weight, gain ratio) parameter names
+NAMES = {"nmda": ("Inmda_tau", "Cnmda", "Inmda_w0", "alpha_nmda"),
+         "ampa": ("Iampa_tau", "Campa", "Iampa_w0", "alpha_ampa"),
+         "gaba_a": ("Igaba_a_tau", "Cgaba_a", "Igaba_a_w0", "alpha_gaba_a"),
+         "gaba_b": ("Igaba_b_tau", "Cgaba_b", "Igaba_b_w0", "alpha_gaba_b")}
+PROTOCOL = SynapticKernels()
+
+
+@pytest.fixture(scope="module")
+def mismatched():
+    p = mismatch(N)
+    rec = PROTOCOL.run(get_backend("torch"), f"core0:{N}", p)
+    return p, rec, PROTOCOL.features(rec)
+
+
+def test_time_constant_within_2_percent_at_the_defaults():
+    p = Params.from_values()
+    f = PROTOCOL.features(PROTOCOL.run(get_backend("torch"), "core0:2", p))
+    for syn, (leak, cap, _, _) in NAMES.items():
+        tau = model_tau(p, leak, cap)
+        assert np.all(np.abs(f[f"tau_{syn}"] / tau - 1) < 0.02), syn
+
+
+def test_time_constant_is_the_euler_decay_of_the_model(mismatched):
+    p, _, f = mismatched
+    for syn, (leak, cap, _, _) in NAMES.items():
+        tau = model_tau(p, leak, cap)[0]
+        # forward Euler decays by (1 - dt / tau) per step: the fitted continuous-time constant
+        # tau_fit = -dt / ln(1 - dt / tau), so dt / (1 - exp(-dt / tau_fit)) is the model's tau
+        np.testing.assert_allclose(DT / (1 - np.exp(-DT / f[f"tau_{syn}"][0])), tau, rtol=1e-6, err_msg=syn)
+        assert np.all(np.abs(f[f"tau_{syn}"][0] / tau - 1) < 0.03), syn
+
+
+def test_amplitude_is_the_jump(mismatched):
+    p, _, f = mismatched
+    for k, (syn, (_, _, w0, alpha)) in enumerate(NAMES.items()):
+        jump = (getattr(p, w0) * PROTOCOL.weights[k] * getattr(p, alpha)).numpy()[0]
+        # the current sits at the dark current I0 = 1 pA before the input: at most 1 pA off
+        np.testing.assert_allclose(f[f"amplitude_{syn}"][0], jump, rtol=0, atol=1e-12, err_msg=syn)
+
+
+def test_spike_features_show_excitation_and_inhibition():
+    # against a regular baseline of about 60 Hz each input's count depends on the firing
+    # phase, so excitation shows on average over repeats and neurons, inhibition in each
+    protocol = dataclasses.replace(PROTOCOL, repeats=8)
+    f = protocol.features(protocol.run(get_backend("torch"), f"core0:{N}", mismatch(N)))
+    assert f["evoked_nmda"].mean() > 0.5 and f["evoked_ampa"].mean() > 0.25
+    assert np.all(f["evoked_gaba_a"] < 0) and np.all(f["evoked_gaba_b"] < 0)
+    assert np.nanmax(f["latency_nmda"]) < PROTOCOL.window
+    assert np.isnan(f["latency_gaba_a"]).all()  # silenced for the whole window
+
+
+class _SpikesOnly:
+    """A backend that returns spikes only, as the board does."""
+
+    name = "spikes-only"
+    records_traces = False
+
+    def run(self, experiment, params=None, **kwargs):
+        assert not kwargs.get("record")
+        return get_backend("torch").run(experiment, params)
+
+
+def test_without_traces_only_spike_features(mismatched):
+    p, _, f = mismatched
+    g = PROTOCOL.features(PROTOCOL.run(_SpikesOnly(), f"core0:{N}", p))
+    assert set(g) == {k for k in f if k.startswith(("latency_", "evoked_"))}
+    for key in g:
+        np.testing.assert_array_equal(g[key], f[key])
+
+
+def test_inputs_are_isolated_and_on_the_sampling_grid():
+    exp = PROTOCOL.experiment("core0:3")
+    steps = exp.stimulus.steps
+    assert np.all((steps + 1) % PROTOCOL.every == 0)
+    assert np.all(np.diff(steps) * DT >= PROTOCOL.isolation - 1e-9)
+    assert exp.stimulus.steps.size == PROTOCOL.repeats * 4
+    with pytest.raises(ParameterError, match="isolation"):
+        dataclasses.replace(PROTOCOL, isolation=0.01)
