@@ -19,7 +19,7 @@ import torch
 from dynacal import Chip, Experiment, Params, Stimulus, poisson
 from dynacal.chip import CORES_PER_CHIP, NEURONS_PER_CORE
 
-__all__ = ["SEED_WEIGHTS", "seed_experiment", "scale_experiment", "batch_experiment", "poisson_events"]
+__all__ = ["SEED_WEIGHTS", "SCALE_BIASES", "seed_experiment", "scale_experiment", "batch_experiment", "poisson_events"]
 
 #: Integer weights of the seed notebook's four inputs, in ``SYNAPSE_TYPES`` order.
 SEED_WEIGHTS = {"nmda": 10, "ampa": 5, "gaba_a": 1, "gaba_b": 2}
@@ -86,12 +86,20 @@ def poisson_events(rates_hz: np.ndarray, n_steps: int, dt: float, seed: int) -> 
     return Stimulus(n, t[keep], src[keep])
 
 
-def _independent_network(n_neurons: int, weights: dict[str, int]):
+#: Core biases of the scale and batch cases. At the default Igaba_a_w0 = 100 pA two close
+#: GABA_A spikes (weight 1, alpha 4) push the soma's time constant below 100 us and forward
+#: Euler overshoots (a third of the neurons at 20-80 Hz); 25 pA keeps every neuron stable.
+SCALE_BIASES = {"Igaba_a_w0": 25e-12}
+
+
+def _independent_network(n_neurons: int, weights: dict[str, int], biases: dict | None = None):
     """N neurons filling cores in order; source ``4 * i + k`` drives neuron i through
-    synapse type k with ``weights[k]``."""
+    synapse type k with ``weights[k]``; ``biases`` are set on every core used."""
     n_cores = -(-n_neurons // NEURONS_PER_CORE)
     chip = Chip(n_chips=-(-n_cores // CORES_PER_CHIP))
     groups = [chip.get_neurons(min(NEURONS_PER_CORE, n_neurons - c * NEURONS_PER_CORE), c) for c in range(n_cores)]
+    for c in range(n_cores):
+        chip.set_bias(SCALE_BIASES if biases is None else biases, c)
     inputs = chip.add_inputs(4 * n_neurons)
     for g in groups:
         local = np.arange(len(g))
@@ -132,13 +140,14 @@ def batch_experiment(n_sets: int = 256, n_neurons: int = 256, n_steps: int = 10_
 
     The candidate sets differ in ``Isoma_dpi_tau`` (2..10 pA) and ``Iampa_w0`` (50..200 pA),
     per set; ``Isoma_ahp_w`` differs per neuron (mismatch, 0.5..2 pA). Returns
-    ``(experiment, params)`` with params of shape (B, N) where they vary.
+    ``(experiment, params)`` with params of shape (B, N) where they vary, the network's
+    core biases included.
     """
     exp = scale_experiment(n_neurons, n_steps, rate_hz, seed, dt)
     rng = np.random.default_rng(seed + 2)
-    p = Params.from_values({
+    p = exp.network.params(Params.from_values({
         "Isoma_dpi_tau": rng.uniform(2e-12, 10e-12, (n_sets, 1)),
         "Iampa_w0": rng.uniform(50e-12, 200e-12, (n_sets, 1)),
         "Isoma_ahp_w": rng.uniform(0.5e-12, 2e-12, n_neurons),
-    }, dtype=dtype)
+    }, dtype=dtype), dtype=dtype)
     return exp, p
