@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dynacal import Chip, Experiment, Params, Stimulus, poisson
+from dynacal import Chip, Experiment, Params, Stimulus
 from dynacal.chip import CORES_PER_CHIP, NEURONS_PER_CORE
 
 __all__ = ["SEED_WEIGHTS", "SCALE_BIASES", "seed_experiment", "scale_experiment", "batch_experiment", "poisson_events"]
@@ -26,27 +26,11 @@ SEED_WEIGHTS = {"nmda": 10, "ampa": 5, "gaba_a": 1, "gaba_b": 2}
 
 
 def seed_experiment(n_steps: int = 1000, rate_hz: float = 80.0, dt: float = 1e-4, seed: int = 0) -> Experiment:
-    """The seed notebook's experiment: 1 neuron on Core_1, four Poisson inputs.
-
-    Args:
-        n_steps: steps of ``dt`` (1000 x 100 us = 100 ms).
-        rate_hz: rate of each input in Hz (80 in the notebook).
-        dt: time step in s.
-        seed: seed of the input trains.
-
-    Weights NMDA 10, AMPA 5, GABA_A 1, GABA_B 2; ``Isoma_pfb_th = 1 nA`` and
-    ``Isoma_th = 2 nA`` are set on the neuron as in the notebook.
-    """
-    chip = Chip()
-    neuron = chip.get_neurons(1, "Core_1")
-    inputs = chip.add_inputs(4)
-    for k, (syn, w) in enumerate(SEED_WEIGHTS.items()):
-        s = chip.add_connection(inputs[k], neuron, synapse_type=syn)
-        chip.connect(s, True)
-        s.weight = w
-    neuron.set_states({"Isoma_pfb_th": "1000 pA", "Isoma_th": "2000 pA"})
-    stim = poisson(4, rate_hz, n_steps, dt, seed=seed)
-    return Experiment(chip.network(), stim, dt, n_steps, name="seed")
+    """The seed notebook's experiment (``dynacal.compare.seed_experiment``): 1 neuron on
+    Core_1, four Poisson inputs at ``rate_hz``, weights NMDA 10, AMPA 5, GABA_A 1, GABA_B 2,
+    ``n_steps`` steps of ``dt`` s."""
+    from .compare import seed_experiment as build
+    return build(seed=seed, duration=n_steps * dt, rate=rate_hz, dt=dt)
 
 
 def poisson_events(rates_hz: np.ndarray, n_steps: int, dt: float, seed: int) -> Stimulus:
