@@ -8,7 +8,8 @@ The twin behaves like a physical board, as seen through samna:
   serial number (:mod:`.twin_chip`); the network it runs is read back from the applied
   configuration: CAM entries (``Dynapse1Synapse``), SRAM routes (``Dynapse1Destination``),
   FPGA events matched to CAM addresses exactly as the silicon matches them (aliasing and
-  all); simulated by the torch backend's fused engine at ``sim_dt`` (100 us);
+  all); simulated by the torch backend's fused engine at ``sim_dt`` (100 us); the biases
+  outside the model (IF_TAU2_N, IF_BUF_P, IF_CASC_N, R2R_P) have no effect;
 - noise (:class:`TwinNoise`): each output spike leaves ``latency_s`` (2 us) plus |N(0,
   ``jitter_s`` = 1 us)| after its simulated step, is stamped by a us counter of
   ``timestamp_bits`` (32) bits that wraps (a ``TimestampWrapEvent`` at each wrap), is dropped

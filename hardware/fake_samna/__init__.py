@@ -9,14 +9,16 @@ builds one module object per set of boards, so that tests do not share state::
     infos = samna.device.get_unopened_devices()
     model = samna.device.open_device(infos[0])
 
-Names provided (as documented by SynSense for Dynap-SE1): ``samna.device.get_unopened_devices``,
-``open_device``, ``close_device``; ``samna.dynapse1`` (:mod:`.dynapse1`); model methods
-``get_configuration``, ``apply_configuration``, ``update_single_parameter``,
-``update_parameter_group``, ``get_source_node``, ``get_dynapse1_api`` (``reset_timestamp``),
-``get_fpga_spike_gen`` (``preload_stimulus``, ``set_isi_multiplier``, ``set_variable_isi_mode``,
-``set_repeat_mode``, ``start``, ``stop``, ``is_running``); the sink
-``samna.BasicSinkNode_dynapse1_dynapse1_event`` (``get_input_channel``, ``get_events``) and the
-source node's ``add_destination`` / ``remove_destination``.
+Names provided (as documented by SynSense for Dynap-SE1), exactly those the board backend
+uses: ``samna.__version__``; ``samna.device.get_unopened_devices`` (entries with
+``device_type_name``, ``serial_number``), ``open_device``, ``close_device``; ``samna.dynapse1``
+(:mod:`.dynapse1`: the configuration classes, ``Dynapse1Parameter``, ``Dynapse1SynType``,
+``FpgaSpikeEvent``, ``Spike``, ``TimestampWrapEvent``); model methods
+``apply_configuration``, ``update_single_parameter``, ``get_source_node``,
+``get_dynapse1_api`` (``reset_timestamp``), ``get_fpga_spike_gen`` (``preload_stimulus``,
+``set_isi_multiplier``, ``set_variable_isi_mode``, ``set_repeat_mode``, ``start``, ``stop``);
+the sink ``samna.BasicSinkNode_dynapse1_dynapse1_event`` (``get_input_channel``,
+``get_events``) and the source node's ``add_destination`` / ``remove_destination``.
 """
 
 from __future__ import annotations
@@ -44,5 +46,4 @@ def make_samna(boards: list) -> types.ModuleType:
     module.device = DeviceController(boards)
     module.dynapse1 = dynapse1
     module.BasicSinkNode_dynapse1_dynapse1_event = BasicSinkNode
-    module.DYNACAL_FAKE = True
     return module

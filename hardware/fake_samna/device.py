@@ -6,7 +6,7 @@ A *board* (duck-typed; :class:`dynacal.hardware.twin.TwinBoard` is the one we ha
 ``check(generation)`` (raises ``RuntimeError`` once it is gone, or for a handle opened
 before the device re-enumerated), ``generation`` (counts opens), ``now_s`` (its clock, s),
 ``configure(state)``, ``set_bias(chip, core, name, coarse, fine)``, ``reset_timestamp()``,
-``play(state_events, multiplier)`` -> list of (arrival time s, event), ``stop_generator()``
+``play(fpga_arrays, multiplier)`` -> list of (arrival time s, event), ``stop_generator()``
 and ``opened`` (bool). Every model method first calls ``check()``, as calls on a vanished
 USB device fail on the real driver.
 """
@@ -74,7 +74,7 @@ def snapshot(config: dyn.Dynapse1Configuration) -> ConfigState:
 
 
 def restore(state: ConfigState) -> dyn.Dynapse1Configuration:
-    """A configuration object holding ``state`` (the copy ``get_configuration`` returns)."""
+    """A configuration object holding ``state`` (what samna's ``get_configuration`` would return)."""
     config = dyn.Dynapse1Configuration()
     for chip in range(4):
         for core in range(4):
@@ -174,9 +174,6 @@ class Dynapse1FpgaSpikeGen:
         self._check()
         self._multiplier = int(multiplier)
 
-    def get_isi_multiplier(self) -> int:
-        return self._multiplier
-
     def set_repeat_mode(self, repeat: bool) -> None:
         self._check()
         self._repeat = bool(repeat)
@@ -184,10 +181,6 @@ class Dynapse1FpgaSpikeGen:
     def set_variable_isi_mode(self, enabled: bool) -> None:
         self._check()
         self._variable = bool(enabled)
-
-    def is_running(self) -> bool:
-        self._check()
-        return self._running
 
     def start(self) -> None:
         self._check()
@@ -214,7 +207,6 @@ class Dynapse1Model:
         self._board = board
         self._generation = board.generation
         self._check()
-        self._state = board.state.copy()
         self._source = SourceNode(board)
         self._api = Dynapse1Interface(self)
         self._gen = Dynapse1FpgaSpikeGen(self)
@@ -222,14 +214,9 @@ class Dynapse1Model:
     def _check(self) -> None:
         self._board.check(self._generation)
 
-    def get_configuration(self) -> dyn.Dynapse1Configuration:
-        self._check()
-        return restore(self._state)
-
     def apply_configuration(self, new_config: dyn.Dynapse1Configuration) -> None:
         self._check()
-        self._state = snapshot(new_config)
-        self._board.configure(self._state.copy())
+        self._board.configure(snapshot(new_config))
 
     def update_single_parameter(self, parameter: dyn.Dynapse1Parameter, chip_id: int, core_id: int) -> None:
         self._check()
@@ -239,12 +226,7 @@ class Dynapse1Model:
         c, f = int(parameter.coarse_value), int(parameter.fine_value)
         if not (0 <= c < 8 and 0 <= f < 256):
             raise RuntimeError(f"parameter {name} value ({c}, {f}) out of range")
-        self._state.codes[chip_id, core_id, _BIAS_INDEX[name]] = (c, f)
         self._board.set_bias(int(chip_id), int(core_id), name, c, f)
-
-    def update_parameter_group(self, parameter_group: dyn.Dynapse1ParameterGroup, chip_id: int, core_id: int) -> None:
-        for p in parameter_group.param_map.values():
-            self.update_single_parameter(p, chip_id, core_id)
 
     def get_source_node(self) -> SourceNode:
         self._check()

@@ -33,10 +33,6 @@ class Dynapse1Parameter:
     def __init__(self, param_name: str = "", coarse_value: int = 0, fine_value: int = 0):
         self.param_name, self.coarse_value, self.fine_value = param_name, int(coarse_value), int(fine_value)
 
-    @property
-    def type(self) -> str:
-        return self.param_name
-
     def __repr__(self) -> str:
         return f"Dynapse1Parameter({self.param_name!r}, {self.coarse_value}, {self.fine_value})"
 
@@ -48,9 +44,6 @@ class Dynapse1ParameterGroup:
         self.param_map = {name: Dynapse1Parameter(name, 0, 0) for name in BIAS_NAMES}
         self.chip_id = 0
         self.core_id = 0
-
-    def get_parameter_by_name(self, param_name: str) -> Dynapse1Parameter:
-        return self.param_map[param_name]
 
 
 class Dynapse1Synapse:
