@@ -1,4 +1,4 @@
-"""The ``dynacal`` command line: ``dynacal compare`` and ``dynacal bench``.
+"""The ``dynacal`` command line: ``dynacal compare``, ``dynacal characterize`` and ``dynacal bench``.
 
 Human units live here (ms, pA, Hz on the command line and in the printout); everything
 passed on to the library is SI. This is the only module that prints.
@@ -70,6 +70,23 @@ def _parser() -> argparse.ArgumentParser:
                    "rows nmda, ampa, gaba_a, gaba_b), dt (s), optional weights (4,) and Isoma_const (A)")
     c.add_argument("--out", default="compare-out", metavar="DIR", help="output folder (default compare-out)")
     c.set_defaults(run=_compare)
+
+    h = sub.add_parser("characterize", help="run characterisation protocols and write features and figures",
+                       description="Run characterisation protocols (f-I curve, refractory period, adaptation, "
+                       "synaptic kernels, input-rate transfer, held-out Poisson drive) on every chosen neuron of one "
+                       "backend, in the lab order, and write each Recording (<protocol>.h5), a features table "
+                       "(features.csv: one row per neuron, SI units) and figures (fi.png, kernels.png, "
+                       "rate_transfer.png, raster.png) to --out.")
+    h.add_argument("--backend", default="torch",
+                   help="torch (default), torch:eager, brian2, or replay:DIR to read recordings made before")
+    h.add_argument("--protocol", default="all",
+                   help="comma-separated protocols: fi,refractory,adaptation,kernels,rate_transfer,heldout "
+                   "(default all)")
+    h.add_argument("--neurons", default="core0",
+                   help="core0 (256 neurons), core0:16 (the first 16), chip0 (1024), or a comma-joined list")
+    h.add_argument("--out", default="characterize-out", metavar="DIR", help="output folder")
+    h.add_argument("--no-figures", action="store_true", help="skip the figures")
+    h.set_defaults(run=_characterize)
 
     b = sub.add_parser("bench", help="run the speed benchmarks and print a table",
                        description="Run dynacal's benchmarks (torch simulator against Brian2) and print wall "
@@ -203,6 +220,34 @@ def _print_agreement(result: dict[str, Any], runs) -> None:
     ratio = max(wa, wb) / min(wa, wb) if min(wa, wb) > 0 else float("inf")
     print(f"  warm wall time: {a} {wa:.4f} s, {b} {wb:.4f} s ({fast} {ratio:.3g}x as fast as {slow})")
     print(f"  verdict: {result['verdict']}: {result['reason']}")
+
+
+# --- characterize -----------------------------------------------------------------------
+
+def _characterize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from . import characterize as ch  # noqa: PLC0415
+    from .backends.registry import get_backend  # noqa: PLC0415
+    from .protocols import layout  # noqa: PLC0415
+
+    names = ch.parse_protocols(args.protocol)
+    n = layout(args.neurons).n_neurons
+    backend = get_backend(args.backend)
+    print(f"dynacal characterize: {', '.join(names)} on {n} neurons ({args.neurons}), backend {args.backend}")
+    with tqdm(total=len(names), unit="protocol", file=sys.stderr) as bar:
+        def progress(name: str, done: int, total: int) -> None:
+            bar.n = done
+            bar.set_description(name or "done")
+            bar.refresh()
+
+        result = ch.characterize(backend, names, args.out, args.neurons, figures=not args.no_figures,
+                                 progress=progress)
+    for name, seconds in result["wall_s"].items():
+        print(f"  {name:<14} {seconds:8.2f} s")
+    print(f"  {'total':<14} {sum(result['wall_s'].values()):8.2f} s")
+    print(f"wrote {args.out}/: {' '.join(sorted(p.name for p in result['files']))}")
+    return 0
 
 
 # --- bench ------------------------------------------------------------------------------

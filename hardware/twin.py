@@ -36,7 +36,6 @@ import logging
 import math
 
 import numpy as np
-import torch
 
 from dynacal.backends.torch_sim import TorchBackend
 from dynacal.chip import Connections, Network

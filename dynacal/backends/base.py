@@ -8,7 +8,9 @@ Contract of ``run``:
 - ``params=None`` means the network's own parameters (``experiment.network.params()``);
   given params are used as they are (build them with ``network.params(base=...)`` to keep
   the network's per-core biases); a DC in the stimulus always sets ``Isoma_const``;
-- ``record`` names state traces to keep (``STATE_NAMES``), spikes are always returned;
+- ``record`` names state traces to keep (``STATE_NAMES``), spikes are always returned; a
+  backend that measures spikes only (the board) says so with ``records_traces = False``
+  (absent means True), and the protocols then ask it for none;
 - everything returned is in SI units (A, s).
 """
 

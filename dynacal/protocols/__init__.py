@@ -13,6 +13,7 @@ Each protocol is a small frozen dataclass of its settings with
 
 ``ORDER`` is the order labs calibrate in, which a fitter follows.
 
+>>> from dynacal import get_backend
 >>> rec = FICurve(duration=0.05, settle=0.0).run(get_backend("torch"), "core0:2")
 >>> FICurve(duration=0.05, settle=0.0).features(rec)["rate"].shape
 (1, 2, 12)
@@ -20,7 +21,6 @@ Each protocol is a small frozen dataclass of its settings with
 
 from __future__ import annotations
 
-from ..backends.registry import get_backend  # noqa: F401  (doctest)
 from ..errors import unknown_name
 from ._common import Protocol, SpikeIndex, expand_conditions, layout, split_conditions
 from .adaptation import Adaptation

@@ -31,7 +31,6 @@ from ..errors import NetworkError, ParameterError, RecordingError, unknown_name
 from ..experiment import Experiment
 from ..params import PARAMETERS, Params, _check
 from ..recording import Recording
-from ..stimulus import Stimulus
 
 __all__ = ["Protocol", "layout", "build_network", "expand_conditions", "split_conditions", "SpikeIndex"]
 
@@ -248,10 +247,20 @@ class Protocol:
         """
         experiment = self.experiment(neurons)
         p = self.run_params(experiment, params)
-        kwargs = {}
-        if self.record and getattr(backend, "records_traces", True):
+        traces = getattr(backend, "records_traces", None)
+        if not self.record or traces is False:
+            rec = backend.run(experiment, p)
+        else:
             kwargs = {"record": self.record, "record_every": record_every or self.trace_every()}
-        rec = backend.run(experiment, p, **kwargs)
+            try:
+                rec = backend.run(experiment, p, **kwargs)
+            except ParameterError:
+                if traces:  # it says it records traces: the error is about something else
+                    raise
+                # a backend that does not say (records_traces absent) and refuses traces, such
+                # as the board: run it for spikes only (any other error comes back again)
+                log.info("%s refused traces %s; running %s for spikes only", backend.name, self.record, self.name)
+                rec = backend.run(experiment, p)
         rec.metadata["protocol"] = self.describe()
         return rec
 
@@ -263,7 +272,7 @@ class Protocol:
         return {"name": self.name, "settings": dataclasses.asdict(self),
                 "conditions": {k: list(v) for k, v in self.conditions().items()}}
 
-    def check(self, rec: Recording, experiment: Experiment | None = None) -> None:
+    def check(self, rec: Recording) -> None:
         """Refuse a recording that this protocol did not make."""
         made = rec.metadata.get("protocol", {}).get("name")
         if made not in (None, self.name):
@@ -271,8 +280,8 @@ class Protocol:
                                  f"extract its features with the {made!r} protocol.")
         if rec.batch % self.n_conditions:
             split_conditions(np.zeros((rec.batch, 1)), self.n_conditions)  # raises with the message
-
-
-def event_steps(stim: Stimulus, source: int) -> np.ndarray:
-    """Steps at which ``source`` spikes."""
-    return stim.steps[stim.sources == source]
+        steps = self.experiment(1).n_steps
+        if (rec.n_steps, rec.dt) != (steps, self.dt):
+            raise RecordingError(f"the recording has {rec.n_steps} steps of {rec.dt:g} s; this {self.name} protocol "
+                                 f"runs {steps} steps of {self.dt:g} s. Use the settings it was recorded with "
+                                 f"(recording.metadata['protocol']['settings']).")

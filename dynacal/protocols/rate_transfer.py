@@ -10,7 +10,7 @@ shows as a lower rate.
 
 Features, per parameter set and neuron:
 
-- ``baseline`` (B, N), Hz: the rate in the baseline segment;
+- ``baseline`` (B, N), Hz: the rate in the baseline segment, after ``settle`` s;
 - ``rate_<syn>`` (B, N, K), Hz: the output rate at each of the K input rates of that type
   (``rates``, or its entry in ``rates_by_type``), measured after
   ``settle`` s of each segment (spike count / window);
@@ -130,7 +130,8 @@ class RateTransfer(Protocol):
         index = SpikeIndex(rec)
         L = self.n_conditions
         seg, settle = int(round(self.segment / rec.dt)), int(round(self.settle / rec.dt))
-        out = {"baseline": split_conditions(index.rate(0, int(round(self.baseline / rec.dt)), "count"), L)[..., 0]}
+        base = index.rate(settle, int(round(self.baseline / rec.dt)), "count")
+        out = {"baseline": split_conditions(base, L)[..., 0]}
         for i, syn in enumerate(self.synapses):
             x = np.asarray(self.rates_of(syn))
             rate = np.stack([index.rate(int(s) + settle, int(s) + seg, "count") for s in self.segments()[i]], axis=-1)

@@ -79,3 +79,30 @@ def test_a_recording_of_another_protocol_is_refused():
     rec = refractory.run(get_backend("torch"), "core0:1")
     with pytest.raises(RecordingError, match="'refractory'"):
         fi.features(rec)
+
+
+def test_a_recording_of_other_settings_is_refused():
+    from dynacal import get_backend
+
+    rec = get_protocol("refractory", duration=0.02, settle=0.0).run(get_backend("torch"), "core0:1")
+    with pytest.raises(RecordingError, match="settings it was recorded with"):
+        get_protocol("refractory", duration=0.03, settle=0.0).features(rec)
+
+
+def test_spike_index_queries():
+    from dynacal import Recording
+    from dynacal.protocols import SpikeIndex
+
+    rec = Recording.from_steps("x", 1e-3, 100, 2, 2, [0, 0, 0, 1], [0, 0, 1, 1], [10, 30, 50, 20])
+    index = SpikeIndex(rec)
+    assert index.counts([0, 20], [25, 100]).tolist() == [[[1, 1], [0, 1]], [[0, 0], [1, 1]]]
+    first = index.first_after([0, 40], [60, 60])
+    assert first[0, 0, 0] == 10 and np.isnan(first[0, 0, 1])
+    assert first[0, 1].tolist() == [50, 10] and np.isnan(first[1, 0]).all()
+    assert index.rate(0, 100)[0, 0] == pytest.approx(1 / 0.02)  # one ISI of 20 ms
+    assert index.rate(0, 100, "count")[0, 0] == pytest.approx(2 / 0.1)
+    assert index.rate(0, 100)[0, 1] == pytest.approx(1 / 0.1)  # one spike: count / window
+    assert index.trains(1, 1).tolist() == [20]
+    empty = SpikeIndex(Recording.from_steps("x", 1e-3, 100, 1, 2, [], [], []))
+    assert empty.counts([0], [100]).sum() == 0 and np.isnan(empty.first_after([0], [100])).all()
+    assert empty.rate(0, 100).tolist() == [[0.0, 0.0]]

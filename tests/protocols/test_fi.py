@@ -44,7 +44,7 @@ def test_rates_match_one_direct_run_per_level(run):
     for k, level in enumerate(PROTOCOL.levels):
         # the DC as a per-neuron stimulus, not as a condition of the parameter batch
         one = Experiment(exp.network, Stimulus(0, dc=np.full(N, level)), exp.dt, exp.n_steps)
-        rec = get_backend("torch", engine="eager").run(one, p)
+        rec = get_backend("torch").run(one, p)
         direct[:, k] = [_rate(rec.spike_steps(n), start, exp.n_steps, exp.dt) for n in range(N)]
     np.testing.assert_allclose(f["rate"][0], direct, rtol=1e-12)
     # rheobase: between the last level below 5 Hz and the first at or above it

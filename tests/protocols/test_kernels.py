@@ -94,3 +94,22 @@ def test_inputs_are_isolated_and_on_the_sampling_grid():
     assert exp.stimulus.steps.size == PROTOCOL.repeats * 4
     with pytest.raises(ParameterError, match="isolation"):
         dataclasses.replace(PROTOCOL, isolation=0.01)
+
+
+class _RefusesTraces:
+    """A backend that does not say whether it records traces and refuses them (the board)."""
+
+    name = "refuses-traces"
+
+    def run(self, experiment, params=None, **kwargs):
+        if kwargs.get("record"):
+            raise ParameterError("the board measures spikes only; it cannot record traces")
+        return get_backend("torch").run(experiment, params)
+
+
+def test_a_backend_that_refuses_traces_is_run_for_spikes(mismatched):
+    p, _, f = mismatched
+    g = PROTOCOL.features(PROTOCOL.run(_RefusesTraces(), f"core0:{N}", p))
+    assert set(g) == {k for k in f if k.startswith(("latency_", "evoked_"))}
+    with pytest.raises(ParameterError, match="neurons"):  # other errors come back
+        PROTOCOL.run(_RefusesTraces(), f"core0:{N}", Params.from_values(Iampa_w0=np.full(N + 1, 1e-10)))

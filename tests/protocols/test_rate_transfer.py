@@ -32,9 +32,9 @@ def test_baseline_is_the_dc_alone(run):
     exp = PROTOCOL.experiment("core0:4")
     dc_only = Experiment(exp.network, Stimulus(exp.network.n_inputs), exp.dt, exp.n_steps)
     alone = get_backend("torch").run(dc_only, Params.from_values(Isoma_const=PROTOCOL.dc))
-    stop = int(round(PROTOCOL.baseline / exp.dt))
-    counts = np.array([np.sum(alone.spike_steps(n) < stop) for n in range(4)])
-    np.testing.assert_array_equal(f["baseline"][0], counts / PROTOCOL.baseline)
+    start, stop = (int(round(t / exp.dt)) for t in (PROTOCOL.settle, PROTOCOL.baseline))
+    counts = np.array([np.sum((alone.spike_steps(n) >= start) & (alone.spike_steps(n) < stop)) for n in range(4)])
+    np.testing.assert_allclose(f["baseline"][0], counts / (PROTOCOL.baseline - PROTOCOL.settle), rtol=1e-12)
 
 
 def test_each_source_fires_only_in_its_segments_at_its_rates():

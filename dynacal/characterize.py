@@ -1,0 +1,139 @@
+"""Characterise neurons with the protocols: recordings, a features table and figures.
+
+:func:`characterize` runs protocols on one backend in the lab order (``protocols.ORDER``),
+and writes into ``out``:
+
+- ``<protocol>.h5``: the Recording of each protocol (replayable: ``replay:OUT``);
+- ``features.csv``: one row per parameter set and neuron (``set``, ``core``, ``neuron_id``),
+  one column per feature, ``<protocol>.<feature>`` for (B, N) features and
+  ``<protocol>.<feature>[<label>]`` for each entry of (B, N, K) ones (``axis_labels``); SI
+  units (Hz, s, A), empty where undefined (NaN);
+- figures: ``fi.png`` (every neuron's f-I curve, the median bold), ``kernels.png`` (synapse
+  currents and their fitted exponentials), ``rate_transfer.png``, and ``raster.png`` (of the
+  held-out protocol, else the last one run).
+
+This module logs and never prints; the CLI (``dynacal characterize``) prints and shows a
+progress bar through the ``progress`` callback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ._files import atomic_write
+from .params import Params
+from .protocols import ORDER, Protocol, get_protocol, layout
+from .recording import Recording
+
+__all__ = ["characterize", "parse_protocols", "features_table"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_protocols(text: str | Sequence[str]) -> list[str]:
+    """``"fi,kernels"`` or ``"all"`` -> protocol names in the lab order.
+
+    Raises:
+        ParameterError: an unknown name (the message lists the valid ones).
+    """
+    names = ORDER if text in ("all", ("all",)) else [s.strip() for s in
+                                                      (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    protocols = [get_protocol(name).name for name in names]  # validates
+    return [name for name in ORDER if name in protocols]
+
+
+def characterize(backend, protocols: Sequence[str | Protocol], out: str | os.PathLike, neurons: Any = "core0",
+                 params: Params | None = None, *, figures: bool = True,
+                 progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Run ``protocols`` on ``backend`` and write recordings, ``features.csv`` and figures.
+
+    Args:
+        backend: an object with ``name`` and ``run`` (``dynacal.get_backend(...)``).
+        protocols: names (``PROTOCOLS``) or protocol objects; run in the lab order.
+        out: output folder (created).
+        neurons: which neurons (``protocols.layout``: ``"core0"``, ``"chip0"``, ...).
+        params: (B, N)-broadcastable parameters, None for the network's own.
+        figures: whether to draw the figures (matplotlib).
+        progress: called as ``progress(name, done, total)`` before each protocol and
+            once at the end with ``name = ""``.
+
+    Returns:
+        ``{"features": {name: {feature: array}}, "files": [paths], "wall_s": {name: s}}``,
+        the wall time of each protocol's run and feature extraction (not the file writing).
+    """
+    out = Path(out)
+    objects = [get_protocol(p) if isinstance(p, str) else p for p in protocols]
+    objects.sort(key=lambda p: ORDER.index(p.name) if p.name in ORDER else len(ORDER))
+    features, recordings, files, wall = {}, {}, [], {}
+    for k, protocol in enumerate(objects):
+        if progress:
+            progress(protocol.name, k, len(objects))
+        start = time.perf_counter()
+        rec = protocol.run(backend, neurons, params)
+        features[protocol.name] = protocol.features(rec)
+        wall[protocol.name] = time.perf_counter() - start  # run and features
+        recordings[protocol.name] = rec
+        files.append(rec.save(out / f"{protocol.name}.h5"))
+        log.info("characterize: %s on %s: %d neurons, %d spikes, %.2f s", protocol.name, backend.name,
+                 rec.n_neurons, rec.spike_step.size, wall[protocol.name])
+    if progress:
+        progress("", len(objects), len(objects))
+    text = features_table(features, {p.name: p for p in objects}, layout(neurons))
+    files.append(atomic_write(out / "features.csv", lambda fh: fh.write(text.encode())))
+    if figures and objects:
+        files += _figures(out, {p.name: p for p in objects}, features, recordings)
+    return {"features": features, "files": files, "wall_s": wall}
+
+
+def features_table(features: Mapping[str, Mapping[str, np.ndarray]], protocols: Mapping[str, Protocol],
+                   neurons) -> str:
+    """The features as CSV text (module docstring); ``neurons`` a Network for core and id."""
+    columns, values = [], []
+    for name, feats in features.items():
+        labels = protocols[name].axis_labels()
+        for key, arr in feats.items():
+            if arr.ndim == 2:
+                columns.append(f"{name}.{key}")
+                values.append(arr)
+            else:
+                tags = labels.get(key) or [str(i) for i in range(arr.shape[-1])]
+                for i, tag in enumerate(tags):
+                    columns.append(f"{name}.{key}[{tag}]")
+                    values.append(arr[..., i])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["set", "core", "neuron_id"] + columns)
+    batch = values[0].shape[0] if values else 0
+    for b in range(batch):
+        for n in range(neurons.n_neurons):
+            cells = ["" if not np.isfinite(v[b, n]) else f"{float(v[b, n]):.10g}" for v in values]
+            writer.writerow([b, int(neurons.core[n]), int(neurons.neuron_id[n])] + cells)
+    return buf.getvalue()
+
+
+def _figures(out: Path, protocols: Mapping[str, Protocol], features, recordings: Mapping[str, Recording]) -> list[Path]:
+    from . import plots  # noqa: PLC0415  (matplotlib only when figures are made)
+
+    written = []
+    if "fi" in features:
+        written.append(plots.save_figure(plots.fi_figure(features["fi"], protocols["fi"].levels), out / "fi.png"))
+    kernels = protocols.get("kernels")
+    if kernels is not None and any(k.startswith("tau_") for k in features["kernels"]):
+        rec = recordings["kernels"]
+        fig = plots.kernels_figure(rec, kernels, features["kernels"], neurons=rec.trace_neurons[:3].tolist())
+        written.append(plots.save_figure(fig, out / "kernels.png"))
+    transfer = protocols.get("rate_transfer")
+    if transfer is not None:
+        fig = plots.rate_transfer_figure(features["rate_transfer"], transfer.rates_of, transfer.synapses)
+        written.append(plots.save_figure(fig, out / "rate_transfer.png"))
+    raster = recordings.get("heldout") or list(recordings.values())[-1]
+    written.append(plots.save_figure(plots.raster_figure(raster), out / "raster.png"))
+    return written
