@@ -97,7 +97,7 @@ def choose_multiplier(dt: float, max_multiplier: int = MAX_MULTIPLIER) -> int:
 
 
 def schedule(plan: BoardPlan, stimulus: Stimulus, dt: float, *, isi_multiplier: int | None = None,
-             max_multiplier: int = MAX_MULTIPLIER) -> FpgaSchedule:
+             max_multiplier: int = MAX_MULTIPLIER, n_steps: int | None = None) -> FpgaSchedule:
     """FPGA spike-generator events for a stimulus.
 
     Args:
@@ -106,6 +106,9 @@ def schedule(plan: BoardPlan, stimulus: Stimulus, dt: float, *, isi_multiplier: 
         dt: time step in s.
         isi_multiplier: FPGA ticks per isi unit (None: :func:`choose_multiplier`).
         max_multiplier: largest multiplier chosen automatically.
+        n_steps: length of the measurement in steps; when given, filler events run the
+            generator to its end, so the program spans the whole measurement (a twin board
+            simulates exactly as long as the program runs; a real board is unaffected).
 
     Raises:
         ParameterError: naming the limit: a multiplier outside 1..65535, or more than
@@ -132,19 +135,24 @@ def schedule(plan: BoardPlan, stimulus: Stimulus, dt: float, *, isi_multiplier: 
         err_s = float(np.max(np.abs(units - exact))) * mult / FPGA_CLOCK_HZ if units.size else 0.0
     gaps = np.diff(units, prepend=0)
     n_fill = np.maximum(0, -(-gaps // MAX_ISI) - 1)  # filler events before each event
-    total = int(units.size + n_fill.sum())
+    last = int(units[-1]) if units.size else 0
+    end = last if n_steps is None else max(last, int(round(n_steps * per_step / mult)))
+    n_tail = -(-(end - last) // MAX_ISI)  # fillers from the last event to the end
+    total = int(units.size + n_fill.sum() + n_tail)
     if total > MAX_EVENTS:
         raise ParameterError(
             f"FPGA event limit: the stimulus needs {total} spike-generator events ({units.size} input events, "
-            f"{int(n_fill.sum())} fillers), over the generator's memory of {MAX_EVENTS}; shorten the "
+            f"{int(n_fill.sum()) + n_tail} fillers), over the generator's memory of {MAX_EVENTS}; shorten the "
             f"experiment or lower the input rate, and run it in parts.")
     pos = np.arange(units.size) + np.cumsum(n_fill)  # index of each real event
     isi = np.full(total, MAX_ISI, dtype=np.int64)
     isi[pos] = gaps - n_fill * MAX_ISI
+    if n_tail:
+        isi[-1] = (end - last) - (n_tail - 1) * MAX_ISI
     core_mask = np.zeros(total, dtype=np.int64)
     neuron_id = np.full(total, plan.dummy_address, dtype=np.int64)
     target_chip = np.zeros(total, dtype=np.int64)
     core_mask[pos] = plan.input_route_mask[route]
     neuron_id[pos] = plan.input_address[plan.input_route_input[route]]
     target_chip[pos] = plan.input_route_chip[route]
-    return FpgaSchedule(core_mask, neuron_id, target_chip, isi, mult, int(n_fill.sum()), err_s)
+    return FpgaSchedule(core_mask, neuron_id, target_chip, isi, mult, int(n_fill.sum()) + n_tail, err_s)

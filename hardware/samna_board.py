@@ -95,6 +95,7 @@ class BoardBackend:
 
     batched = False
     differentiable = False
+    records_traces = False  # no analog readout: spikes only
 
     def __init__(self, device_name: str = "Dynapse1DevKit", samna_module: Any = None, *, serial: int | None = None,
                  dac: BiasDAC | None = None, constants: BiasConstants = BiasConstants(), discharge: bool = True,
@@ -206,7 +207,7 @@ class BoardBackend:
                                  f"readout). Record traces with a simulator backend, or pass record=().")
         plan = plan_network(experiment.network, reserve_monitor=self.reserve_monitor)
         sched = schedule(plan, experiment.stimulus, experiment.dt, isi_multiplier=self.isi_multiplier,
-                         max_multiplier=self.max_isi_multiplier)
+                         max_multiplier=self.max_isi_multiplier, n_steps=experiment.n_steps)
         p = resolve_params(experiment, params)
         b, pn = p.shape
         if pn not in (1, plan.n_neurons):

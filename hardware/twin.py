@@ -25,8 +25,9 @@ The twin behaves like a physical board, as seen through samna:
   arrives late by ``late_delay_s``.
 
 Time is virtual: the backend sleeps through :meth:`TwinBoard.sleep`, so a 1 s stimulus does
-not take 1 s. Each run is simulated from the generator's start to the last input event
-plus ``tail_s`` (0.5 s); nothing is emitted after that.
+not take 1 s. Each run is simulated from the generator's start to its last event (the
+backend ends the program with filler events at the end of the measurement) plus ``tail_s``
+(0.5 s); nothing is emitted after that.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ class TwinBoard:
         old = self._history[(self._history[:, 0] >= start) & (self._history[:, 0] < t0)] if prefix_steps else \
             np.zeros((0, 4))
         events = np.concatenate([old, new])
-        end = (times[-1] if times.size else t0) + self.tail_s
+        end = (times[-1] if times.size else t0) + self.tail_s  # fillers included: the program's end
         n_steps = int(math.ceil((end - start) / self.sim_dt))
         exp = self._experiment(ids, events, start, n_steps)
         params = self.chip.neuron_params(ids, self.state.codes)

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.hardware
 SETTINGS = {"fi": {"levels": (3e-10, 1e-9, 3e-9, 1e-8), "duration": 0.3, "settle": 0.05},
             "refractory": {},
             "kernels": {},
+            "adaptation": {},  # 1 s of DC, no input spikes: the run must last the whole second
             "heldout": {"duration": 0.3}}
 
 
@@ -37,5 +38,7 @@ def test_protocol_runs_on_the_twin(twin, name):
         assert np.all((f["refractory"] > 1e-3) & (f["refractory"] < 20e-3))
     if name == "kernels":
         assert np.all(f["evoked_gaba_a"] < 0)
+    if name == "adaptation":
+        assert np.isfinite(f["steady_isi"]).all() and (f["ratio"] > 1).all()
     if name == "heldout":
         assert f["rate"].min() > 5
