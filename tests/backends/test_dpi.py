@@ -137,9 +137,9 @@ def test_substeps_converge_as_dt_shrinks():
 
 def test_unstable_euler_is_detected_and_substeps_fix_it(caplog):
     """A large GABA_A current (nA) with strong excitation makes Euler at 100 us overshoot."""
-    exp = single_neuron_experiment(weights={"NMDA": 10, "AMPA": 20, "GABA_A": 30, "GABA_B": 0},
-                                   rate=400, n_steps=600)
-    p = Params.from_values(Igaba_a_w0="1 nA", Igaba_a_tau="50 pA")
+    exp = single_neuron_experiment(weights={"NMDA": 10, "AMPA": 20, "GABA_A": 2, "GABA_B": 0},
+                                   rate=200, n_steps=600)
+    p = Params.from_values(Igaba_a_w0="200 pA")
     with caplog.at_level("WARNING"):
         rec = TorchBackend(engine="eager").run(exp, p, record=["Isoma_mem"])
     assert float(rec.traces["Isoma_mem"].min()) < 0
