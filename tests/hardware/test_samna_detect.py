@@ -73,9 +73,11 @@ def test_samna_without_a_board_says_so_and_points_to_the_twin():
         BoardBackend(samna_module=make_samna([]))
 
 
-def test_importing_the_hardware_package_and_the_twin_imports_no_samna():
+def test_importing_the_hardware_package_and_the_twin_imports_no_samna(tmp_path):
     code = ("import sys, dynacal.hardware\nfrom dynacal import get_backend\nget_backend('twin').close()\n"
             "print('samna' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    # Run outside the checkout, so that the installed package (with dynacal.hardware mapped
+    # in) is imported, not the source tree that `python -c` would put first on sys.path.
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
