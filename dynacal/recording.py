@@ -90,10 +90,12 @@ class Recording:
         if s.size and min(s.min(), b.min(), n.min()) >= 0 and (int(s.max()) + 1) * nb * nn < 2 ** 62:
             # one int64 key: a stable argsort is linear on the already sorted events of the
             # simulators (np.lexsort took 1 s for 3.7 M events)
-            order = np.argsort((s * nb + b) * nn + n, kind="stable")
+            key = (s * nb + b) * nn + n
+            order = None if np.all(key[1:] >= key[:-1]) else np.argsort(key, kind="stable")
         else:
             order = np.lexsort((n, b, s))
-        b, n, s = b[order], n[order], s[order]
+        if order is not None:
+            b, n, s = b[order], n[order], s[order]
         return cls(backend, dt, n_steps, batch, n_neurons, b, n, s, s * dt, **kwargs)
 
     @classmethod
