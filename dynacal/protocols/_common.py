@@ -26,10 +26,10 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..chip import CORES_PER_CHIP, NEURONS_PER_CORE, Connections, Network
+from ..chip import CORES_PER_CHIP, NEURONS_PER_CORE, Connections, Network, synapse_index
 from ..errors import NetworkError, ParameterError, RecordingError, unknown_name
 from ..experiment import Experiment
-from ..params import PARAMETERS, Params, _check
+from ..params import PARAMETERS, SYNAPSE_TYPES, Params, _check
 from ..recording import Recording
 
 __all__ = ["Protocol", "layout", "build_network", "expand_conditions", "split_conditions", "SpikeIndex"]
@@ -84,6 +84,16 @@ def build_network(neurons: Any, n_inputs: int, inputs: Connections | None = None
     """The neurons of ``neurons`` (see :func:`layout`) with ``n_inputs`` sources and ``inputs``."""
     base = layout(neurons)
     return dataclasses.replace(base, n_inputs=int(n_inputs), inputs=inputs or Connections.empty())
+
+
+def synapse_types_and_weights(synapses: Sequence[str], weights: Sequence[int]) -> tuple[str, ...]:
+    """Normalise synapse type names (``"AMPA"`` -> ``"ampa"``) and check one integer weight
+    >= 1 (CAM entries) per type; returns the normalised names."""
+    syn = tuple(SYNAPSE_TYPES[synapse_index(s)] for s in synapses)
+    if len(weights) != len(syn) or any(int(w) != w or w < 1 for w in weights):
+        raise ParameterError(f"weights = {weights}: give one integer >= 1 (CAM entries) per synapse "
+                             f"type in {syn}.")
+    return syn
 
 
 def all_to_all(n_neurons: int, sources: Sequence[int], syn_types: Sequence[int], weights: Sequence[int]) -> Connections:

@@ -33,13 +33,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..chip import synapse_index
 from ..errors import ParameterError
 from ..experiment import Experiment
 from ..params import SYNAPSE_TYPES
 from ..recording import Recording
 from ..stimulus import Stimulus
-from ._common import Protocol, SpikeIndex, all_to_all, build_network, split_conditions
+from ._common import (Protocol, SpikeIndex, all_to_all, build_network, split_conditions,
+                      synapse_types_and_weights)
 
 __all__ = ["SynapticKernels", "TRACE_OF"]
 
@@ -87,11 +87,8 @@ class SynapticKernels(Protocol):
     fit_span: float = 0.05
 
     def __post_init__(self):
-        syn = tuple(SYNAPSE_TYPES[synapse_index(s)] for s in self.synapses)
+        syn = synapse_types_and_weights(self.synapses, self.weights)
         object.__setattr__(self, "synapses", syn)
-        if len(self.weights) != len(syn) or any(int(w) != w or w < 1 for w in self.weights):
-            raise ParameterError(f"weights = {self.weights}: give one integer >= 1 (CAM entries) per synapse "
-                                 f"type in {syn}.")
         if self.fit_span + self.dt >= self.isolation * len(syn) or self.window >= self.isolation:
             raise ParameterError(f"isolation = {self.isolation} s is too short: the fit ({self.fit_span} s) "
                                  f"and the window ({self.window} s) must end before the next input spike.")

@@ -30,7 +30,8 @@ from ..experiment import Experiment
 from ..params import SYNAPSE_TYPES
 from ..recording import Recording
 from ..stimulus import Stimulus, poisson
-from ._common import Protocol, SpikeIndex, all_to_all, build_network, split_conditions
+from ._common import (Protocol, SpikeIndex, all_to_all, build_network, split_conditions,
+                      synapse_types_and_weights)
 
 __all__ = ["RateTransfer"]
 
@@ -75,11 +76,8 @@ class RateTransfer(Protocol):
     seed: int = 0
 
     def __post_init__(self):
-        syn = tuple(SYNAPSE_TYPES[synapse_index(s)] for s in self.synapses)
+        syn = synapse_types_and_weights(self.synapses, self.weights)
         object.__setattr__(self, "synapses", syn)
-        if len(self.weights) != len(syn) or any(int(w) != w or w < 1 for w in self.weights):
-            raise ParameterError(f"weights = {self.weights}: give one integer >= 1 (CAM entries) per synapse "
-                                 f"type in {syn}.")
         if not 0 <= self.settle < self.segment:
             raise ParameterError(f"settle = {self.settle} s must be in [0, segment = {self.segment} s).")
         by_type = {SYNAPSE_TYPES[synapse_index(t)]: r for t, r in self.rates_by_type}
