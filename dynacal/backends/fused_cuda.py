@@ -212,7 +212,7 @@ def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, subst
         t1 = min(T, t0 + chunk)
         counts = clock.phase("inputs_s", plan.counts, t0, t1)
         spikes = torch.empty((t1 - t0, total), dtype=torch.uint8, device=dev)
-        clock.phase("kernel_s", lambda: kernel.dpi_kernel[grid](
+        clock.phase("kernel_s", lambda counts=counts, spikes=spikes: kernel.dpi_kernel[grid](
             prm, refr, h, counts, state, refr_state, spikes, unstable, peak, slot, trace,
             total, n, t0, t1, every, t_rec, b * uniq.size, uniq.size,
             SUBSTEPS=int(substeps), S0=srow[0], S1=srow[1], S2=srow[2], S3=srow[3], S4=srow[4],

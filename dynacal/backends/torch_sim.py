@@ -119,6 +119,7 @@ class TorchBackend:
             raise ParameterError(f"parameters are given for {pn} neurons but the network has {n}; give "
                                  f"(B, {n}) or (B, 1) values.")
         idx = select_neurons(record_neurons, n)
+        b = _weight_batch(b, input_weights, recurrent_weights)
         grad = (torch.is_grad_enabled() and (any(getattr(p, f).requires_grad for f in p.__dataclass_fields__)
                 or (input_weights is not None and input_weights.requires_grad)
                 or (recurrent_weights is not None and recurrent_weights.requires_grad)))
@@ -185,7 +186,8 @@ class TorchBackend:
         conns, n = experiment.network.inputs, experiment.network.n_neurons
         raster = torch.as_tensor(experiment.stimulus.dense(t1)[:, t0:t1].T, dtype=self.dtype, device=self.device)
         w = round_ste(weights.to(self.dtype))
-        flow = raster[:, torch.as_tensor(conns.pre, device=self.device)] * w  # (Tc, E) or (Tc, B, E)
+        pre = torch.as_tensor(conns.pre, device=self.device)
+        flow = raster[:, pre] * w if w.ndim == 1 else raster[:, None, pre] * w  # (Tc, E) or (Tc, B, E)
         target = torch.as_tensor(conns.syn_type * n + conns.post, dtype=torch.long, device=self.device)
         out = torch.zeros(flow.shape[:-1] + (4 * n,), dtype=self.dtype, device=self.device)
         out = out.index_add(flow.ndim - 1, target, flow)
@@ -210,8 +212,7 @@ class TorchBackend:
                 if names and (t0 + k) % every == 0:
                     for name in names:
                         traces[name].append(getattr(state, name)[:, idx_t])
-                count = counts[k] if counts.ndim == 3 else counts[k].transpose(0, 0)
-                spikes, state = dpi_step(state, p, dt, count, recurrent=recurrent, spike_fn=spike_fn,
+                spikes, state = dpi_step(state, p, dt, counts[k], recurrent=recurrent, spike_fn=spike_fn,
                                          refr_steps=refr, substeps=self.substeps)
                 chunk.append(spikes)
                 with torch.no_grad():
@@ -294,6 +295,18 @@ def tensor_versions(tensors) -> tuple | None:
 
 
 @functools.lru_cache(maxsize=None)
+def _weight_batch(b: int, *weights: torch.Tensor | None) -> int:
+    """The batch size B of a run whose weights may carry their own (B, E) batch."""
+    for w in weights:
+        if w is None or w.ndim == 1:
+            continue
+        if w.ndim != 2 or (w.shape[0] != b and 1 not in (b, w.shape[0])):
+            raise ParameterError(f"weights of shape {tuple(w.shape)} do not fit B = {b} parameter sets; give "
+                                 f"(E,) or (B, E) with E the number of connections.")
+        b = max(b, w.shape[0])
+    return b
+
+
 def _fused_available(device: torch.device) -> bool:
     if device.type == "cuda":
         return importlib.util.find_spec("triton") is not None

@@ -229,6 +229,22 @@ def test_integer_weights_get_straight_through_gradients():
     np.testing.assert_array_equal(rounded.spike_step, plain.spike_step)
 
 
+def test_batched_integer_weights_equal_single_runs():
+    exp = single_neuron_experiment(weights={"NMDA": 10, "AMPA": 10, "GABA_A": 1, "GABA_B": 1}, rate=120, n_steps=300)
+    w = torch.tensor([[10.0, 10.0, 1.0, 1.0], [10.0, 3.0, 1.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    be = TorchBackend(engine="eager")
+    rec = be.run(exp, input_weights=w, record=["Iampa"])
+    assert rec.batch == 2 and rec.traces["Iampa"].shape == (300, 2, 1)
+    for b in range(2):
+        single = be.run(exp, input_weights=w[b].detach(), record=["Iampa"])
+        np.testing.assert_array_equal(rec.spike_steps(batch=b), single.spike_steps())
+        torch.testing.assert_close(rec.traces["Iampa"][:, b], single.traces["Iampa"][:, 0], rtol=0, atol=0)
+    (g,) = torch.autograd.grad(rec.traces["Iampa"].sum(), w)
+    assert float(g[0, 1]) > 0 and float(g[1, 1]) > 0
+    with pytest.raises(ParameterError, match="do not fit"):
+        be.run(exp, Params.from_values(Iampa_w0=torch.full((3, 1), 1e-10, dtype=torch.float64)), input_weights=w)
+
+
 def test_get_surrogate_unknown_name():
     with pytest.raises(ParameterError, match="fast_sigmoid"):
         get_surrogate("fast_sigmoidd")
