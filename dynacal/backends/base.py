@@ -25,7 +25,7 @@ from ..experiment import Experiment
 from ..params import Params
 from ..recording import Recording
 
-__all__ = ["Backend", "resolve_params", "select_neurons"]
+__all__ = ["Backend", "resolve_params", "select_neurons", "check_request"]
 
 
 @runtime_checkable
@@ -60,3 +60,27 @@ def select_neurons(record_neurons, n_neurons: int) -> np.ndarray:
         from ..errors import ParameterError
         raise ParameterError(f"record_neurons has index {int(idx.max())}; the network has {n_neurons} neurons.")
     return idx
+
+
+def check_request(experiment: Experiment, shape: tuple[int, int], record, record_neurons,
+                  record_every) -> tuple[tuple[str, ...], int, int, int, np.ndarray]:
+    """Validate what a simulator run is asked for, the same way for every backend.
+
+    Args:
+        shape: the (B, N) broadcast shape of the parameters.
+
+    Returns:
+        ``(names, every, B, N, idx)``: trace names, the trace step, the number of parameter
+        sets, the number of neurons and the indices of the traced neurons.
+    """
+    from ..errors import ParameterError
+    from ..recording import check_record
+    names = check_record(record)
+    if int(record_every) != record_every or int(record_every) < 1:
+        raise ParameterError(f"record_every = {record_every} must be an integer >= 1.")
+    n = experiment.network.n_neurons
+    b, pn = shape
+    if pn not in (1, n):
+        raise ParameterError(f"parameters are given for {pn} neurons but the network has {n}; give "
+                             f"(B, {n}) or (B, 1) values.")
+    return names, int(record_every), b, n, select_neurons(record_neurons, n)

@@ -67,8 +67,8 @@ import torch
 from ..errors import BackendUnavailable, ParameterError, unknown_name
 from ..experiment import Experiment
 from ..params import INITIAL_STATE, PARAMETERS, SYNAPSE_TYPES, Params
-from ..recording import Recording, check_record
-from .base import resolve_params, select_neurons
+from ..recording import Recording
+from .base import check_request, resolve_params
 
 __all__ = ["Brian2Backend", "TARGETS", "equations"]
 
@@ -305,17 +305,8 @@ class Brian2Backend:
             A :class:`Recording`; traces are float64 tensors (T_rec, B, R) in A, the state at
             the start of each recorded step.
         """
-        names = check_record(record)
-        if int(record_every) != record_every or int(record_every) < 1:
-            raise ParameterError(f"record_every = {record_every} must be an integer >= 1.")
-        every = int(record_every)
         p = resolve_params(experiment, params, dtype=torch.float64)
-        n = experiment.network.n_neurons
-        b, pn = p.shape
-        if pn not in (1, n):
-            raise ParameterError(f"parameters are given for {pn} neurons but the network has {n}; give "
-                                 f"(B, {n}) or (B, 1) values.")
-        idx = select_neurons(record_neurons, n)
+        names, every, b, n, idx = check_request(experiment, p.shape, record, record_neurons, record_every)
         flat = p.expand(b, n)
         values = {name: getattr(flat, name).reshape(-1).cpu().numpy().astype(_DTYPES[self.dtype])
                   for name in PARAMETERS}

@@ -22,9 +22,9 @@ import torch
 from ..errors import BackendUnavailable, ParameterError, unknown_name
 from ..experiment import Experiment
 from ..params import STATE_NAMES, Params
-from ..recording import Recording, check_record
+from ..recording import Recording
 from . import stability
-from .base import resolve_params, select_neurons
+from .base import check_request, resolve_params
 from .dpi import Recurrent, dpi_step, get_surrogate, initial_state, refractory_steps
 
 __all__ = ["TorchBackend", "ENGINES", "round_ste"]
@@ -108,17 +108,9 @@ class TorchBackend:
             A :class:`Recording`. When any input requires grad, its ``raster`` (T, B, N)
             and traces carry surrogate gradients.
         """
-        names = check_record(record)
-        if int(record_every) < 1:
-            raise ParameterError(f"record_every = {record_every} must be an integer >= 1.")
         prep = _prepare(experiment, params, self.dtype, self.device)
         p = prep.p
-        n = experiment.network.n_neurons
-        b, pn = prep.shape
-        if pn not in (1, n):
-            raise ParameterError(f"parameters are given for {pn} neurons but the network has {n}; give "
-                                 f"(B, {n}) or (B, 1) values.")
-        idx = select_neurons(record_neurons, n)
+        names, every, b, n, idx = check_request(experiment, prep.shape, record, record_neurons, record_every)
         b = _weight_batch(b, input_weights, recurrent_weights)
         grad = (torch.is_grad_enabled() and (any(getattr(p, f).requires_grad for f in p.__dataclass_fields__)
                 or (input_weights is not None and input_weights.requires_grad)
@@ -127,10 +119,10 @@ class TorchBackend:
         prep.check_static(experiment.dt, self.substeps)
         start = time.perf_counter()
         if engine == "eager":
-            out = self._run_eager(experiment, p, b, n, names, idx, int(record_every),
+            out = self._run_eager(experiment, p, b, n, names, idx, every,
                                   input_weights, recurrent_weights, keep_raster=grad)
         else:
-            out = self._run_fused(experiment, prep.expanded(b, n), b, n, names, idx, int(record_every))
+            out = self._run_fused(experiment, prep.expanded(b, n), b, n, names, idx, every)
         wall = time.perf_counter() - start
         sb, sn, ss, traces, unstable, peak, raster = out
         stability.report_dynamic(p, experiment.dt, self.substeps, unstable, peak)
@@ -138,7 +130,7 @@ class TorchBackend:
                 "substeps": self.substeps, "wall_time_s": wall, "experiment": experiment.summary(),
                 "versions": {"torch": torch.__version__, "numpy": np.__version__}}
         return Recording.from_steps(self.name, experiment.dt, experiment.n_steps, b, n, sb, sn, ss,
-                                    traces=traces, trace_neurons=idx, trace_every=int(record_every),
+                                    traces=traces, trace_neurons=idx, trace_every=every,
                                     metadata=meta, raster=raster)
 
     # --- engines ------------------------------------------------------------------------
