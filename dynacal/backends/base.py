@@ -6,8 +6,9 @@ Contract of ``run``:
 - ``params`` may hold B parameter sets (leading batch dimension); simulators run them in
   one pass, the board one after another; the B sets behave as B independent chips;
 - ``params=None`` means the network's own parameters (``experiment.network.params()``);
-  given params are used as they are (build them with ``network.params(base=...)`` to keep
-  the network's per-core biases); a DC in the stimulus always sets ``Isoma_const``;
+  given params are used as they are (build them with ``network.params(candidates,
+  layers=...)``, the one order of ``dynacal.params``, to keep the network's biases under
+  the candidates); a DC in the stimulus always sets ``Isoma_const``;
 - ``record`` names state traces to keep (``STATE_NAMES``), spikes are always returned; a
   backend that measures spikes only (the board) says so with ``records_traces = False``
   (absent means True), and the protocols then ask it for none;
