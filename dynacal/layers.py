@@ -100,7 +100,7 @@ def _factors(name: str, core: int, value: Any) -> np.ndarray:
     bad = ~(np.isfinite(f) & (f > 0))
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise ParameterError(f"{where}: the factor of neuron {k} is {f[k]!r}; mismatch factors multiply the core "
+        raise ParameterError(f"{where}: the factor of neuron {k} is {float(f[k])!r}; mismatch factors multiply the core "
                              f"value and must be finite and > 0 (1 = no mismatch).")
     f.setflags(write=False)
     return f
@@ -286,7 +286,7 @@ def _read_candidates(candidates, network: "Network", masks, dtype, device) -> di
         if name not in PARAMETERS:
             raise unknown_name("parameter", name, PARAMETERS)
         if isinstance(value, Mapping):
-            out[name] = ("cores", {c: _core_candidate(name, c, v, masks, dtype, device) for c, v in value.items()})
+            out[name] = ("cores", dict(_core_candidate(name, c, v, masks, dtype, device) for c, v in value.items()))
             continue
         t = _to_tensor(name, value, dtype, device)
         if t.shape[1] not in (1, n):
@@ -298,7 +298,7 @@ def _read_candidates(candidates, network: "Network", masks, dtype, device) -> di
     return out
 
 
-def _core_candidate(name: str, key, value, masks, dtype, device) -> torch.Tensor:
+def _core_candidate(name: str, key, value, masks, dtype, device) -> tuple[int, torch.Tensor]:
     core = _core_index(key, f"candidates[{name!r}]")
     if core not in masks:
         raise ParameterError(f"candidates[{name!r}] sets core {core}, which holds no neuron of this network (its "
@@ -310,5 +310,5 @@ def _core_candidate(name: str, key, value, masks, dtype, device) -> torch.Tensor
                              f"is one value or (B,) values, one per candidate set.")
     t = _to_tensor(name, value, dtype, device).reshape(-1, 1)
     _check(name, t)
-    return t
+    return core, t
 

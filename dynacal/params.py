@@ -145,6 +145,8 @@ def _to_tensor(name: str, value: Value, dtype, device) -> torch.Tensor:
     spec = PARAMETERS[name]
     if isinstance(value, str):
         value = parse_quantity(value, spec.unit, name=name)
+    elif isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
+        value = [parse_quantity(v, spec.unit, name=name) if isinstance(v, str) else v for v in value]
     if isinstance(value, torch.Tensor):
         t = value.to(device=device, dtype=dtype)
     else:
