@@ -11,7 +11,9 @@ of ``biasmap.MODEL_PARAMETERS`` (:func:`~.biasmap.currents_to_params`, the map w
 
 Inverse (parameters -> codes): :func:`~.biasmap.params_to_codes` codes per-core values and
 reports the rounding error of every bias and parameter; :func:`layers_to_codes` does it for
-a ``ChipLayers``' core values.
+a ``ChipLayers``' core values, and :func:`network_params_to_codes` for one parameter set of
+a network's ``Params`` (:func:`params_to_core_values` checks that each bias-set parameter is
+one value per core: per-neuron differences are the chip's mismatch and cannot be set).
 
 Codes are *logical* (coarse 0 = the smallest range) everywhere here; a bit-reversed DAC
 gets them reversed on the way in. A core is a global index (chip * 4 + core) or a
@@ -31,14 +33,14 @@ import numpy as np
 
 from dynacal.errors import ParameterError, unknown_name
 from dynacal.layers import ChipLayers
-from dynacal.params import Params
+from dynacal.params import PARAMETERS, Params
 
 from .biasgen import BIAS_NAMES, BiasDAC, reverse_coarse
 from .biasmap import BIAS_MAP, MODEL_PARAMETERS, BiasConstants, BiasSetting, core_key, currents_to_params, \
     params_to_codes
 
 __all__ = ["MODEL_BIASES", "SATURATION", "core_codes_to_params", "codes_to_params", "codes_to_layers",
-           "codes_to_network_params", "layers_to_codes"]
+           "codes_to_network_params", "layers_to_codes", "params_to_core_values", "network_params_to_codes"]
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +218,48 @@ def layers_to_codes(layers: ChipLayers, dac: BiasDAC | None = None,
         log.warning("no bias sets %s (the silicon fixes them): left out of the codes", ", ".join(ignored))
     return params_to_codes({core_key(c): {n: x for n, x in v.items() if n in MODEL_PARAMETERS}
                             for c, v in layers.core_values.items()}, dac, constants)
+
+
+def params_to_core_values(p: Params, cores: Any, i: int = 0, *, dc: bool = False) -> dict[tuple[int, int], dict[str, float]]:
+    """The per-core values of parameter set ``i``: one value per core for every model parameter.
+
+    Args:
+        p: parameters of shape (B|1, N|1).
+        cores: a :class:`~dynacal.chip.Network`, or int (N,) global cores (chip * 4 + core).
+        i: the parameter set (row of the batch).
+        dc: the stimulus carries a DC (it sets ``Isoma_const``), for the error message.
+
+    Returns:
+        (chip, core) -> {parameter of ``MODEL_PARAMETERS``: SI value}, for the used cores.
+
+    Raises:
+        ParameterError: a bias-set parameter differs within a core (names the parameter, the
+            core, the values and why).
+    """
+    core = np.asarray(getattr(cores, "core", cores), dtype=np.int64)
+    out = {}
+    for g in np.unique(core).tolist():
+        chip, k = core_key(g)
+        where = np.flatnonzero(core == g)
+        values = {}
+        for name in MODEL_PARAMETERS:
+            t = getattr(p, name).detach().cpu().numpy()
+            v = t[min(i, t.shape[0] - 1)]
+            v = v[where] if v.size > 1 else v
+            if np.ptp(v) > 1e-9 * np.max(np.abs(v)):
+                hint = (" The stimulus DC sets it: give one DC per core (IF_DC_P is one bias per core)."
+                        if name == "Isoma_const" and dc else "")
+                raise ParameterError(
+                    f"{name} differs between the neurons of chip {chip} core {k} in parameter set {i} "
+                    f"({v.min():g}..{v.max():g} {PARAMETERS[name].unit}); the board sets one value per core "
+                    f"(per-neuron differences are the chip's mismatch).{hint}")
+            values[name] = float(v.reshape(-1)[0])
+        out[(chip, k)] = values
+    return out
+
+
+def network_params_to_codes(p: Params, network, i: int = 0, dac: BiasDAC | None = None,
+                            constants: BiasConstants = BiasConstants()) -> BiasSetting:
+    """Codes for parameter set ``i`` of a network's ``Params`` (with the rounding report):
+    :func:`params_to_core_values` then :func:`~.biasmap.params_to_codes`."""
+    return params_to_codes(params_to_core_values(p, network, i), dac, constants)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from dynacal.errors import ParameterError
 from dynacal.hardware.biasgen import BIAS_NAMES, BiasDAC
@@ -109,7 +110,8 @@ def test_parameter_errors_name_the_parameter_and_limit():
 
 from dynacal import Chip, ChipLayers  # noqa: E402
 from dynacal.hardware.codemap import (MODEL_BIASES, SATURATION, codes_to_layers, codes_to_network_params,  # noqa: E402
-                                      codes_to_params, core_codes_to_params, layers_to_codes)
+                                      codes_to_params, core_codes_to_params, layers_to_codes,
+                                      network_params_to_codes, params_to_core_values)
 from dynacal.hardware.twin_chip import MISMATCHED, TwinChip  # noqa: E402
 
 _VALUES = {"Isoma_dpi_tau": 6.1e-12, "alpha_soma": 3.3, "soma_refP": 2.5e-3, "Isoma_const": 30e-12,
@@ -183,6 +185,16 @@ def test_a_network_on_coded_cores_runs_the_codes_values_below_its_own_biases():
     assert float(p.Isoma_th) == 1e-9
     with pytest.raises(ParameterError, match=r"uses chip/core \[\(0, 1\)\] but codes are given for \[\(0, 0\)\]"):
         codes_to_network_params(net, {0: s.codes[(0, 0)]})
+    # and back: a network's Params (one value per core) -> codes, the same values again
+    plain = codes_to_network_params(net, s.codes, candidates={"Iampa_w0": {1: 50e-12}})
+    again = network_params_to_codes(plain, net)
+    for key in s.params:
+        for name, value in s.params[key].items():
+            assert again.params[key][name] == pytest.approx(value, rel=1e-9), (key, name)
+    with pytest.raises(ParameterError, match=r"Isoma_dpi_tau differs between the neurons of chip 0 core 0 in "
+                                             r"parameter set 1 .*chip's mismatch"):
+        params_to_core_values(p.replace(Isoma_dpi_tau=torch.tensor([[5e-12] * 3, [5e-12, 6e-12, 5e-12]],
+                                                                      dtype=torch.float64)), net, 1)
 
 
 def _twin_codes(chip: TwinChip, values: dict) -> np.ndarray:
