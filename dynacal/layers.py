@@ -208,15 +208,7 @@ def network_params(network: "Network", candidates: Mapping[str, Any] | None = No
         ParameterError: unknown names (closest match first), wrong shapes, NaN, negative or
             wrong-unit values, per-core values for a core without neurons of ``network``.
     """
-    if isinstance(candidates, Params):
-        if base is not None:
-            raise ParameterError("network.params got a Params both as candidates and as base=; give the values "
-                                 "you set as candidates={name: value}.")
-        base, candidates = candidates, None
-    if base is not None:
-        warnings.warn("network.params(base=Params) is deprecated: base replaces only the table defaults, and the "
-                      "network's layers replace its values; pass the values you set as "
-                      "network.params({name: value}) so that they win.", DeprecationWarning, stacklevel=3)
+    candidates, base = _deprecated_base(candidates, base)
     if layers is not None and not isinstance(layers, ChipLayers):
         raise ParameterError(f"layers must be a ChipLayers (a calibration's core values and mismatch), not "
                              f"{type(layers).__name__}.")
@@ -243,6 +235,21 @@ def network_params(network: "Network", candidates: Mapping[str, Any] | None = No
     p = Params(**fields)
     p.shape  # checks that the candidates' batch sizes agree
     return p
+
+
+def _deprecated_base(candidates, base):
+    """(candidates, base): a Params given as candidates is the deprecated ``base``."""
+    if isinstance(candidates, Params):
+        if base is not None:
+            raise ParameterError("network.params got a Params both as candidates and as base=; give the values "
+                                 "you set as candidates={name: value}.")
+        base, candidates = candidates, None
+    if base is not None:
+        # stacklevel: this helper, network_params, Network.params, then the caller
+        warnings.warn("network.params(base=Params) is deprecated: base replaces only the table defaults, and the "
+                      "network's layers replace its values; pass the values you set as "
+                      "network.params({name: value}) so that they win.", DeprecationWarning, stacklevel=4)
+    return candidates, base
 
 
 def _set_cores(value: torch.Tensor, per_core: Mapping[int, Any], masks) -> torch.Tensor:
