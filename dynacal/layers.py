@@ -221,8 +221,8 @@ def network_params(network: "Network", candidates: Mapping[str, Any] | None = No
         first = getattr(start, name)
         value = _network_layers(name, first, network, layers, masks)
         if base is not None and value is not first and name not in wanted and \
-                not torch.equal(first.detach(), torch.full_like(first.detach(), PARAMETERS[name].default)):
-            replaced.append(name)
+                not torch.equal(*torch.broadcast_tensors(value.detach(), first.detach())):
+            replaced.append(name)  # a layer gave another value than base's: say so
         kind, cand = wanted.get(name, (None, None))
         if kind == "all":
             value = cand

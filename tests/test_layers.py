@@ -202,3 +202,10 @@ def test_base_is_deprecated_and_says_what_it_replaced(caplog):
     assert _row(q.Isoma_th) == _row(p.Isoma_th)
     with pytest.raises(ParameterError, match="both as candidates and as base"):
         net.params(base, base=base)
+
+
+def test_base_equal_to_what_the_network_gives_is_not_reported(caplog):
+    net = _net(core0_bias={"Isoma_th": "2 nA"})
+    with pytest.warns(DeprecationWarning), caplog.at_level(logging.WARNING):
+        p = net.params(net.params())
+    assert "replaced" not in caplog.text and _row(p.Isoma_th) == _row(net.params().Isoma_th)
