@@ -57,6 +57,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -68,6 +69,7 @@ from ..errors import BackendUnavailable, ParameterError, unknown_name
 from ..experiment import Experiment
 from ..params import INITIAL_STATE, PARAMETERS, SYNAPSE_TYPES, Params
 from ..recording import Recording
+from ._brian2_excepthook import guard_excepthook
 from .base import check_request, resolve_params
 
 __all__ = ["Brian2Backend", "TARGETS", "equations"]
@@ -89,12 +91,14 @@ _SYN = {"nmda": ("Inmda", "Cnmda"), "ampa": ("Iampa", "Campa"),
 
 def _brian2():
     """Import brian2 lazily; a missing package names the extra that installs it."""
+    before = sys.excepthook
     try:
         import brian2
     except ImportError as exc:
         raise BackendUnavailable(f"the 'brian2' backend needs the brian2 simulator, which cannot be "
                                  f"imported here ({exc}). Install it with: pip install 'dynacal[brian2]'; "
                                  f"or use backend 'torch'.") from exc
+    guard_excepthook(before)
     return brian2
 
 
