@@ -47,9 +47,11 @@ def _floats(a: np.ndarray) -> list:
 
 
 def _array(value, dtype, field: str) -> np.ndarray:
+    """A list from :func:`experiment_to_dict` as an array; None (NaN in JSON) back to NaN."""
+    if dtype == np.float64 and isinstance(value, list) and any(v is None for v in value):
+        value = [np.nan if v is None else v for v in value]
     try:
-        return np.asarray([np.nan if v is None else v for v in value] if dtype == np.float64 and
-                          np.ndim(value) == 1 else value, dtype=dtype)
+        return np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise RecordingError(f"experiment field {field!r} is not a {np.dtype(dtype).name} array: {exc}.") from exc
 
