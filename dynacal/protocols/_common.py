@@ -178,7 +178,7 @@ class SpikeIndex:
         cs = np.concatenate([[0.0], np.cumsum(gaps)])
         cs2 = np.concatenate([[0.0], np.cumsum(gaps ** 2)])
         n = np.maximum(hi - lo - 1, 0)  # ISIs of a group: gaps[lo:hi - 1]
-        top = np.maximum(hi - 1, lo)
+        lo, top = np.minimum(lo, cs.size - 1), np.clip(hi - 1, np.minimum(lo, cs.size - 1), cs.size - 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = (cs[top] - cs[lo]) / n
             cv = np.sqrt(np.maximum((cs2[top] - cs2[lo]) / n - mean ** 2, 0.0)) / mean
