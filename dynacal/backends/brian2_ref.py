@@ -141,9 +141,8 @@ def equations() -> str:
 
 
 _THRESHOLD = "Isoma_mem > Isoma_th"
-# Run health, as the torch engines compute it: after each step (when="end"), a (set, neuron)
-# is unstable once a current is not > 0 (Isoma_ahp: not >= 0); "1 - int(x > 0)" also
-# catches NaN. It does not take part in the dynamics.
+# Run health as the torch engines compute it, after each step (when="end"), outside the
+# dynamics: unstable once a current is not > 0 (Isoma_ahp: >= 0); "1 - int(x > 0)" flags NaN.
 _UNSTABLE = ("unstable_flag = clip(unstable_flag + (1 - int(Isoma_ahp >= 0*amp)) + "
              + " + ".join(f"(1 - int({x} > 0*amp))" for x in ("Isoma_mem", "Inmda", "Iampa", "Igaba_a", "Igaba_b"))
              + ", 0, 1)")
