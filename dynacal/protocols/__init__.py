@@ -32,7 +32,7 @@ from ..errors import ParameterError, unknown_name
 from ..recording import Recording
 from ._common import SpikeIndex, expand_conditions, input_steps, layout, split_conditions
 from .adaptation import Adaptation
-from .base import Protocol, description_of
+from .base import Protocol
 from .fi import FICurve
 from .heldout import HeldOut
 from .kernels import SynapticKernels

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from ..chip import CORES_PER_CHIP, NEURONS_PER_CORE, Connections, Network, synapse_index
-from ..errors import NetworkError, ParameterError, RecordingError, unknown_name
-from ..params import PARAMETERS, SYNAPSE_TYPES, Params, _check
+from ..errors import NetworkError, ParameterError, RecordingError
+from ..params import SYNAPSE_TYPES
 from ..recording import Recording
 from ..backends.base import expand_conditions  # noqa: F401  (moved there; importable here for now)
 

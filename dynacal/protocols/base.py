@@ -191,8 +191,8 @@ class Protocol:
         d = rewire(self.design(layout(neurons)), wiring, stimulus)
         L = self.n_conditions
         stimuli = d.stimuli
-        if len(stimuli) == 1 and (self.separate or (stimulus is not None and not isinstance(stimulus, Stimulus)
-                                                    and L > 1)):
+        per_condition = stimulus is not None and not isinstance(stimulus, Stimulus)  # a sequence: separate runs
+        if len(stimuli) == 1 and L > 1 and (self.separate or per_condition):
             stimuli = stimuli * L
         if len(stimuli) > 1 and self.conditions() and len(stimuli) != L:
             raise ParameterError(f"{len(stimuli)} stimuli for the {L} conditions of {self.name}; give one per "
