@@ -87,8 +87,8 @@ class Experiment:
                 raise ParameterError(f"protocol = {self.protocol!r} must be None or {{'name': str, "
                                      f"'settings': {{...}}}} (what Protocol.describe() gives).")
             protocol = {"name": self.protocol["name"], "settings": dict(self.protocol.get("settings") or {})}
-            try:
-                json.dumps(protocol)
+            try:  # canonical JSON values (tuples as lists), as a file gives them back
+                protocol = json.loads(json.dumps(protocol, default=_json_value))
             except TypeError as exc:
                 raise ParameterError(f"protocol settings must be JSON-able (numbers, strings, lists): {exc}.") from exc
             object.__setattr__(self, "protocol", protocol)
@@ -267,6 +267,12 @@ class Experiment:
         """
         from ._experiment_io import load_experiment
         return load_experiment(path)
+
+
+def _json_value(obj):
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} {obj!r} is not JSON-able")
 
 
 def _stimulus_arrays(stim: Stimulus) -> tuple:

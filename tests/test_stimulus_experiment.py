@@ -133,6 +133,11 @@ def test_conditions_are_checked():
         Experiment(net, s, 1e-4, 10, condition_stimuli=(s, Stimulus(3)))
     with pytest.raises(ParameterError, match="protocol"):
         Experiment(net, s, 1e-4, 10, protocol={"settings": {}})
+    with pytest.raises(ParameterError, match="JSON-able"):
+        Experiment(net, s, 1e-4, 10, protocol={"name": "p", "settings": {"f": print}})
+    canonical = Experiment(net, s, 1e-4, 10, protocol={"name": "p", "settings": {"levels": (1e-10, np.float64(2e-10)),
+                                                                                 "n": np.int64(3)}})
+    assert canonical.protocol == {"name": "p", "settings": {"levels": [1e-10, 2e-10], "n": 3}}
 
 
 def test_n_conditions_condition_and_split_sets():
