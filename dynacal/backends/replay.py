@@ -126,8 +126,9 @@ class ReplayBackend:
                 return path, meta
         recorded = "; ".join(f"{p.name}: {m.get('protocol', {}).get('conditions')}" for p, m in entries)
         raise RecordingError(f"recordings of experiment {key[:16]}... exist ({recorded}) but none with the "
-                             f"condition values of the given parameters; pass the protocol's conditions "
-                             f"(protocol.run_params) or params=None.")
+                             f"condition values of the given parameters; pass params=None, or build the "
+                             f"experiment with the conditions it was recorded with (they are part of the "
+                             f"experiment now: re-record v1 files to serve them by hash).")
 
     def _holdings(self) -> str:
         items = [f"{m['experiment'].get('name') or '?'} {k[:16]}... ({p.name})"
