@@ -7,8 +7,11 @@ import os
 import sys
 import tempfile
 import traceback
+from pathlib import Path
 
-__all__ = ["version", "ProgressBar", "internal_error"]
+from .errors import ParameterError
+
+__all__ = ["version", "ProgressBar", "internal_error", "check_writable"]
 
 
 def version() -> str:
@@ -67,3 +70,29 @@ def internal_error(command: str, exc: BaseException, *, verbose: bool = False) -
     if verbose and path:
         print(text, file=sys.stderr)
     return 1
+
+
+def check_writable(path: str | os.PathLike, option: str, *, folder: bool) -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Args:
+        path: the output folder (``folder=True``, created later if missing) or file.
+        option: the command-line option that gave it, for the message (``--out``).
+
+    Raises:
+        ParameterError: the path is a file where a folder is needed (or the reverse), sits
+            under a file, or its folder is not writable.
+    """
+    p = Path(path)
+    if p.exists() and p.is_dir() != folder:
+        need = "a folder (it is created if missing)" if folder else f"a file name, e.g. {p / 'bench.json'}"
+        raise ParameterError(f"{option} {path} is a {'folder' if p.is_dir() else 'file'}; give {need}.")
+    existing = p if (folder and p.exists()) else p.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ParameterError(f"{option} {path} cannot be created: {existing} is a file, not a folder; choose "
+                             f"another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(f"{option} {path} cannot be written: the folder {existing} is not writable "
+                             f"here; choose another path.")

@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from ._cli_support import ProgressBar, internal_error, version
+from ._cli_support import ProgressBar, check_writable, internal_error, version
 from .errors import DynacalError, ParameterError, unknown_name
 from .params import SYNAPSE_TYPES
 from .units import format_quantity, parse_quantity
@@ -188,6 +188,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     specs, explicit = _backends(args.backends)
     substeps = _substeps(args, specs) or 1
+    check_writable(args.out, "--out", folder=True)
     if args.seed is not None and args.seed < 0:
         raise ParameterError(f"--seed {args.seed} must be a non-negative integer (it seeds numpy's generator), "
                              f"e.g. --seed 0.")
@@ -275,6 +276,7 @@ def _characterize(args: argparse.Namespace) -> int:
 
     names = ch.parse_protocols(args.protocol)
     n = layout(args.neurons).n_neurons
+    check_writable(args.out, "--out", folder=True)
     substeps = _substeps(args, [args.backend])
     backend = get_backend(args.backend, **({"substeps": substeps} if substeps is not None else {}))
     print(f"dynacal characterize: {', '.join(names)} on {n} neurons ({args.neurons}), backend {args.backend}")
@@ -305,6 +307,8 @@ def _bench(args: argparse.Namespace) -> int:
               "dynacal.bench is missing). Update dynacal from a checkout that has dynacal/bench.py "
               "(pip install -e .), or run the scripts under benchmarks/ directly.", file=sys.stderr)
         return 2
+    if args.json:
+        check_writable(args.json, "--json", folder=False)
     with ProgressBar("case") as progress:
         records = bench.run_benchmarks(quick=args.quick, progress=progress)
     # the benchmark module knows its columns best; a generic table otherwise

@@ -162,6 +162,8 @@ def test_missing_and_unreadable_input_files(tmp_path, capsys):
     out = ["--backends", "torch", "--out", str(tmp_path / "o")]
     assert main(["compare", "--inputs", str(tmp_path / "nope.npz"), *out]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["compare", "--inputs", str(tmp_path), *out]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
     (tmp_path / "text.npz").write_text("not an archive")
     assert main(["compare", "--inputs", str(tmp_path / "text.npz"), *out]) == 2
     assert "not a readable .npz" in capsys.readouterr().err
@@ -405,3 +407,25 @@ def test_an_interrupt_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(dynacal.compare, "compare", interrupted)
     assert main(["compare", "--backends", "torch"]) == 130
     assert capsys.readouterr().err.strip() == "dynacal compare: interrupted"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--backends", "torch", "--out", "{file}"], "--out {file} is a file; give a folder"),
+    (["characterize", "--out", "{file}/sub"], "{file} is a file, not a folder"),
+    (["bench", "--json", "{folder}"], "--json {folder} is a folder; give a file name"),
+    (["bench", "--json", "{file}/b.json"], "{file} is a file, not a folder"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(argv, message, tmp_path, monkeypatch,
+                                                                         capsys):
+    (tmp_path / "file").write_text("mine")
+    names = {"file": tmp_path / "file", "folder": tmp_path}
+    fake = types.ModuleType("dynacal.bench")
+    fake.run_benchmarks = lambda quick, progress: pytest.fail("the benchmarks ran")
+    monkeypatch.setitem(sys.modules, "dynacal.bench", fake)
+    import dynacal.compare
+
+    monkeypatch.setattr(dynacal.compare, "compare", lambda *a, **k: pytest.fail("the comparison ran"))
+    assert main([a.format(**names) for a in argv]) == 2
+    captured = capsys.readouterr()
+    assert message.format(**names) in captured.err and captured.out == ""
+    assert (tmp_path / "file").read_text() == "mine"
