@@ -83,13 +83,12 @@ def bench_scale(n_neurons: int, n_steps: int, repeat: int) -> list[dict]:
     t_ref = None
     if _have_brian2():
         from .backends.brian2_ref import Brian2Backend
-        from .params import Params
         b2 = Brian2Backend("cpp_standalone")
         t0 = time.perf_counter()
         b2.run(exp)  # builds (compiles) and runs once
         t_first = time.perf_counter() - t0
         # Other parameter values: the compiled binary is rerun with run_args, no compile.
-        p2 = exp.network.params(Params.from_values(Iampa_w0="90 pA"))
+        p2 = exp.network.params({"Iampa_w0": "90 pA"})
         t0 = time.perf_counter()
         b2.run(exp, p2)
         t_ref = time.perf_counter() - t0
@@ -112,7 +111,6 @@ def bench_batch(n_sets: int, n_neurons: int, n_steps: int, scale_row: dict) -> l
 
 def bench_gradient(n_neurons: int, n_steps: int) -> list[dict]:
     """Forward + backward (eager, surrogate) vs the plain eager forward loop without grad."""
-    from .params import Params
     exp = scale_experiment(n_neurons, n_steps, seed=3)
     eager = TorchBackend(engine="eager")
     with torch.no_grad():
@@ -121,7 +119,7 @@ def bench_gradient(n_neurons: int, n_steps: int) -> list[dict]:
     def forward_backward():
         w0 = torch.full((1, n_neurons), 100e-12, dtype=torch.float64, requires_grad=True)
         tau = torch.full((1, n_neurons), 5e-12, dtype=torch.float64, requires_grad=True)
-        rec = eager.run(exp, exp.network.params(Params.from_values(Iampa_w0=w0, Isoma_dpi_tau=tau)), record=["Isoma_mem"],
+        rec = eager.run(exp, exp.network.params({"Iampa_w0": w0, "Isoma_dpi_tau": tau}), record=["Isoma_mem"],
                         record_every=10)
         loss = rec.raster.sum() + torch.log(rec.traces["Isoma_mem"]).mean()
         loss.backward()
