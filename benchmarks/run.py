@@ -7,10 +7,12 @@ import json
 import os
 import sys
 
+from dynacal._cli_support import ProgressBar
 from dynacal.bench import format_table, run_benchmarks
 
 if __name__ == "__main__":
-    rows = run_benchmarks(quick="--quick" in sys.argv)
+    with ProgressBar("case") as progress:  # on stderr, one step per case
+        rows = run_benchmarks(quick="--quick" in sys.argv, progress=progress)
     print(format_table(rows))
     if os.environ.get("DYNACAL_BENCH_JSON"):
         with open(os.environ["DYNACAL_BENCH_JSON"], "w") as fh:

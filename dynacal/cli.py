@@ -4,8 +4,10 @@ Human units live here (ms, pA, Hz on the command line and in the printout); ever
 passed on to the library is SI. This is the only module that prints.
 
 Exit codes: 0 done (and, for ``compare``, every pair of backends agrees); 1 ``compare``
-found a disagreement, or a file could not be written; 2 bad arguments or input files, or
-a backend or module that is not installed.
+found a disagreement, a file could not be written, or dynacal failed (a bug: one line on
+the terminal, the traceback in a log file whose path it prints); 2 bad arguments or input
+files, or a backend or module that is not installed (one message, no traceback); 130
+interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import sys
 from typing import Any, Sequence
 
+from ._cli_support import ProgressBar, check_writable, internal_error, version
 from .errors import DynacalError, ParameterError, unknown_name
 from .params import SYNAPSE_TYPES
 from .units import format_quantity, parse_quantity
@@ -40,12 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"dynacal {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"dynacal {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  (a bug: one message and the log, not a traceback)
+        return internal_error(args.command, exc, verbose=args.verbose)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynacal", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("compare", help="run the seed experiment on several backends and compare them",
@@ -105,12 +113,6 @@ def _parser() -> argparse.ArgumentParser:
 _BACKEND_HELP = ("torch, torch:eager, torch:fused, brian2, brian2:cpp_standalone, replay:DIR (recordings "
                  "made before), twin or twin:SERIAL (the twin board: a simulated chip behind a fake samna), "
                  "board (a Dynap-SE1 dev kit through samna); twin and board measure spikes only")
-
-
-def _version() -> str:
-    from . import __version__  # noqa: PLC0415  (the package is imported by now)
-
-    return f"dynacal {__version__} (Python {sys.version.split()[0]})"
 
 
 def _add_substeps(p: argparse.ArgumentParser) -> None:
@@ -186,6 +188,10 @@ def _compare(args: argparse.Namespace) -> int:
 
     specs, explicit = _backends(args.backends)
     substeps = _substeps(args, specs) or 1
+    check_writable(args.out, "--out", folder=True)
+    if args.seed is not None and args.seed < 0:
+        raise ParameterError(f"--seed {args.seed} must be a non-negative integer (it seeds numpy's generator), "
+                             f"e.g. --seed 0.")
     weights = _weights(args.weights) if args.weights is not None else None
     if args.inputs is not None:
         given = [f"--{k}" for k in ("seed", "duration", "rate") if getattr(args, k) is not None]
@@ -270,6 +276,7 @@ def _characterize(args: argparse.Namespace) -> int:
 
     names = ch.parse_protocols(args.protocol)
     n = layout(args.neurons).n_neurons
+    check_writable(args.out, "--out", folder=True)
     substeps = _substeps(args, [args.backend])
     backend = get_backend(args.backend, **({"substeps": substeps} if substeps is not None else {}))
     print(f"dynacal characterize: {', '.join(names)} on {n} neurons ({args.neurons}), backend {args.backend}")
@@ -300,7 +307,9 @@ def _bench(args: argparse.Namespace) -> int:
               "dynacal.bench is missing). Update dynacal from a checkout that has dynacal/bench.py "
               "(pip install -e .), or run the scripts under benchmarks/ directly.", file=sys.stderr)
         return 2
-    with _CaseBar("case") as progress:
+    if args.json:
+        check_writable(args.json, "--json", folder=False)
+    with ProgressBar("case") as progress:
         records = bench.run_benchmarks(quick=args.quick, progress=progress)
     # the benchmark module knows its columns best; a generic table otherwise
     print(bench.format_table(records) if hasattr(bench, "format_table") else _table(records))
@@ -311,30 +320,6 @@ def _bench(args: argparse.Namespace) -> int:
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
         print(f"wrote {args.json}")
     return 0
-
-
-class _CaseBar:
-    """A tqdm bar on stderr driven by ``progress(name, done, total)`` callbacks: it
-    appears at the first call (when the total is known) and names the case that runs."""
-
-    def __init__(self, unit: str):
-        self.unit, self.bar = unit, None
-
-    def __enter__(self):
-        return self
-
-    def __call__(self, name: str, done: int, total: int) -> None:
-        if self.bar is None:
-            from tqdm import tqdm  # noqa: PLC0415
-
-            self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr)
-        self.bar.n = done
-        self.bar.set_description(name or "done")
-        self.bar.refresh()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _table(records: list[dict[str, Any]]) -> str:

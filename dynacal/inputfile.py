@@ -52,7 +52,8 @@ def read_inputs(path: str | os.PathLike) -> InputFile:
     """
     path = Path(path)
     if not path.is_file():
-        raise ParameterError(f"input file {str(path)!r} does not exist; give the path of an .npz written "
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ParameterError(f"input file {str(path)!r} {what}; give the path of an .npz written "
                              f"with np.savez(path, input_spikes=..., dt=...).")
     try:
         with np.load(path, allow_pickle=False) as f:

@@ -16,6 +16,8 @@ __all__ = ["parse_quantity", "format_quantity", "PREFIXES"]
 PREFIXES = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "μ": 1e-6,
             "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6}
 _BASE_UNITS = ("A", "F", "V", "s", "Hz")
+#: an example for error messages, in the units a user writes (not '5 pHz' or '5 ps')
+_EXAMPLES = {"A": "5 pA", "F": "2 pF", "V": "25 mV", "s": "100 ms", "Hz": "80 Hz"}
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµμ]*)\s*$")
 
 
@@ -40,7 +42,8 @@ def parse_quantity(text: str, unit: str, *, name: str = "value") -> float:
     """
     match = _QUANTITY.match(str(text))
     if not match:
-        raise ParameterError(f"{name} = {text!r} is not a number with a unit; write e.g. '5 p{unit}'.")
+        raise ParameterError(f"{name} = {text!r} is not a number with a unit; write e.g. "
+                             f"'{_EXAMPLES.get(unit, '5 ' + unit)}'.")
     number, suffix = float(match.group(1)), match.group(2)
     if suffix == "":
         return number

@@ -162,6 +162,8 @@ def test_missing_and_unreadable_input_files(tmp_path, capsys):
     out = ["--backends", "torch", "--out", str(tmp_path / "o")]
     assert main(["compare", "--inputs", str(tmp_path / "nope.npz"), *out]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["compare", "--inputs", str(tmp_path), *out]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
     (tmp_path / "text.npz").write_text("not an archive")
     assert main(["compare", "--inputs", str(tmp_path / "text.npz"), *out]) == 2
     assert "not a readable .npz" in capsys.readouterr().err
@@ -342,3 +344,88 @@ def test_bench_shows_each_case_on_stderr(monkeypatch, capsys):
     for case in ("jit warm-up", "seed", "scale 2000x2000", "done"):
         assert case in captured.err
     assert "3/3" in captured.err and "jit warm-up" not in captured.out
+
+
+# --- a user's mistake is one message and exit 2; a bug is one line, a log and exit 1
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "--seed", "-1"],
+    ["compare", "--rate", "abc"],
+    ["compare", "--rate", "-5"],
+    ["compare", "--duration", "nan"],
+    ["compare", "--weights", "nmda=1e30"],
+    ["compare", "--weights", "nmda=-3"],
+    ["compare", "--inputs", "missing.npz"],
+    ["compare", "--backends", "twin:abc"],
+    ["compare", "--backends", "torch", "--substeps", "0"],
+    ["characterize", "--neurons", "abc"],
+    ["characterize", "--neurons", "core0:0"],
+    ["characterize", "--protocol", "fi,kernal"],
+    ["characterize", "--backend", "replay:missing"],
+    ["characterize", "--backend", "twin:-1"],
+    ["characterize", "--backend", "torch:fast"],
+])
+def test_a_users_mistake_is_one_message_and_exit_2(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"dynacal {argv[0]}: error: "), err
+
+
+def test_the_message_for_a_bad_quantity_gives_an_example_in_its_unit(capsys):
+    assert main(["compare", "--rate", "abc"]) == 2
+    assert "write e.g. '80 Hz'" in capsys.readouterr().err
+    assert main(["compare", "--duration", "soon"]) == 2
+    assert "write e.g. '100 ms'" in capsys.readouterr().err
+
+
+def test_a_bug_is_one_line_with_the_log_of_its_traceback(monkeypatch, tmp_path, capsys):
+    import dynacal.compare
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside dynacal went wrong")
+
+    monkeypatch.setattr(dynacal.compare, "compare", broken)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert main(["compare", "--backends", "torch", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: RuntimeError: something inside dynacal went wrong" in err[0]
+    assert "Traceback" not in err[0] and "bug in dynacal" in err[0]
+    (log,) = tmp_path.glob("dynacal-compare-*.log")
+    assert str(log) in err[0]
+    text = log.read_text()
+    assert text.startswith("dynacal ") and "Traceback (most recent call last)" in text
+    assert "in broken" in text and "RuntimeError: something inside dynacal went wrong" in text
+
+
+def test_an_interrupt_is_one_line_and_exit_130(monkeypatch, capsys):
+    import dynacal.compare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dynacal.compare, "compare", interrupted)
+    assert main(["compare", "--backends", "torch"]) == 130
+    assert capsys.readouterr().err.strip() == "dynacal compare: interrupted"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--backends", "torch", "--out", "{file}"], "--out {file} is a file; give a folder"),
+    (["characterize", "--out", "{file}/sub"], "{file} is a file, not a folder"),
+    (["bench", "--json", "{folder}"], "--json {folder} is a folder; give a file name"),
+    (["bench", "--json", "{file}/b.json"], "{file} is a file, not a folder"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(argv, message, tmp_path, monkeypatch,
+                                                                         capsys):
+    (tmp_path / "file").write_text("mine")
+    names = {"file": tmp_path / "file", "folder": tmp_path}
+    fake = types.ModuleType("dynacal.bench")
+    fake.run_benchmarks = lambda quick, progress: pytest.fail("the benchmarks ran")
+    monkeypatch.setitem(sys.modules, "dynacal.bench", fake)
+    import dynacal.compare
+
+    monkeypatch.setattr(dynacal.compare, "compare", lambda *a, **k: pytest.fail("the comparison ran"))
+    assert main([a.format(**names) for a in argv]) == 2
+    captured = capsys.readouterr()
+    assert message.format(**names) in captured.err and captured.out == ""
+    assert (tmp_path / "file").read_text() == "mine"

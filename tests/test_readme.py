@@ -80,6 +80,8 @@ def _params():
         yield pytest.param(title, marks=marks, id=title)
 
 
+# the README shows no deprecated usage: a deprecation warning from its code is an error
+@pytest.mark.filterwarnings("error::DeprecationWarning:__readme__", "error::FutureWarning:__readme__")
 @pytest.mark.parametrize("title", list(_params()))
 def test_readme_section_runs(title, tmp_path, monkeypatch):
     blocks = GROUPS[title]

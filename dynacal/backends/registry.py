@@ -79,6 +79,9 @@ def get_backend(spec: Any = None, **options: Any):
     name, colon, arg = spec.partition(":")
     if name not in BACKENDS:
         raise unknown_name("backend", name, BACKENDS)
+    if name not in ARGUMENTS:  # a backend registered without an ARGUMENTS entry takes it positionally
+        factory = _load(name)
+        return factory(arg, **options) if arg else factory(**options)
     keyword, meaning, read = ARGUMENTS[name]
     if colon and arg:
         if keyword in options:

@@ -11,6 +11,8 @@ from dynacal.backends.torch_sim import TorchBackend
 
 
 def test_every_backend_says_what_its_argument_is():
+    # a backend added to BACKENDS without an entry still resolves (positionally), but
+    # gets none of the checks: add its entry to ARGUMENTS
     assert set(ARGUMENTS) == set(BACKENDS)
 
 
