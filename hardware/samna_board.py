@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from dynacal.backends.base import resolve_params
+from dynacal.backends.base import resolve_params, run_conditions
 from dynacal.errors import BackendUnavailable, BoardError, DynacalError, ParameterError, RecordingError, unknown_name
 from dynacal.experiment import Experiment
 from dynacal.params import Params
@@ -202,6 +202,8 @@ class BoardBackend:
             ParameterError, NetworkError: a limit of the chip (before anything is sent).
             BoardRunError: the device failed after ``retries`` (with the partial result).
         """
+        if experiment.condition_stimuli:  # L separate runs from the fresh state (dynacal.backends.base)
+            return run_conditions(self.run, experiment, params, record=record)
         if check_record(record):
             raise ParameterError(f"the board measures spikes only; it cannot record traces {list(record)} (no analog "
                                  f"readout). Record traces with a simulator backend, or pass record=().")
@@ -375,4 +377,4 @@ class BoardBackend:
                           "max_param_rel_error": [s.report.max_rel_error for s in settings],
                           "sets": {str(i): results[i][2] for i in sorted(results)}}}
         return Recording.from_times(self.name, experiment.dt, experiment.n_steps, b, plan.n_neurons, sb, sn, st,
-                                    metadata=meta)
+                                    metadata=meta, experiment=experiment)

@@ -31,6 +31,7 @@ from ..errors import NetworkError, ParameterError, RecordingError, unknown_name
 from ..experiment import Experiment
 from ..params import PARAMETERS, SYNAPSE_TYPES, Params, _check
 from ..recording import Recording
+from ..backends.base import expand_conditions  # noqa: F401  (moved there; importable here for now)
 
 __all__ = ["Protocol", "layout", "build_network", "expand_conditions", "split_conditions", "SpikeIndex"]
 
@@ -103,41 +104,6 @@ def all_to_all(n_neurons: int, sources: Sequence[int], syn_types: Sequence[int],
                        np.tile(np.arange(n_neurons, dtype=np.int64), k),
                        np.repeat(np.asarray(syn_types, dtype=np.int64), n_neurons),
                        np.repeat(np.asarray(weights, dtype=np.int64), n_neurons))
-
-
-def expand_conditions(p: Params, conditions: Mapping[str, Sequence[float]]) -> Params:
-    """B parameter sets times L conditions: set ``b * L + l`` is set b with condition l.
-
-    Args:
-        p: parameters of shape (B|1, N|1).
-        conditions: parameter name -> L values (SI), the same for every neuron.
-
-    Returns:
-        Params of batch B * L (or L when every value of ``p`` has batch 1).
-    """
-    if not conditions:
-        return p
-    lengths = {len(v) for v in conditions.values()}
-    if len(lengths) != 1:
-        raise ParameterError(f"conditions {dict(conditions)} have different lengths; give L values for each.")
-    (L,) = lengths
-    for name in conditions:
-        if name not in PARAMETERS:
-            raise unknown_name("parameter in conditions", name, PARAMETERS)
-    b, _ = p.shape
-    fields = {}
-    for f in dataclasses.fields(p):
-        t = getattr(p, f.name)
-        if f.name in conditions:
-            values = torch.as_tensor(np.asarray(conditions[f.name], dtype=np.float64), dtype=t.dtype, device=t.device)
-            _check(f.name, values)
-            t = values.repeat(b).reshape(b * L, 1)
-        elif t.shape[0] > 1:
-            t = t.repeat_interleave(L, dim=0)
-        fields[f.name] = t
-    out = type(p)(**fields)
-    out.shape  # checks that the shapes broadcast
-    return out
 
 
 def split_conditions(x: np.ndarray, n_conditions: int) -> np.ndarray:
