@@ -57,6 +57,7 @@ from torch import Tensor
 
 from . import metrics
 from .errors import ParameterError, RecordingError
+from .experiment import split_sets
 from .features import kernel_fit, rate
 from .recording import Recording
 
@@ -122,7 +123,7 @@ def _unstable(model: Recording, pairing: metrics.Pairing) -> np.ndarray | None:
 def _split(x: Tensor | np.ndarray, p: metrics.Pairing) -> Tensor:
     """(B * L, N) -> (B, L, N) as a float64 tensor."""
     t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
-    return t.to(torch.float64).reshape(p.n_candidates, p.n_conditions, *t.shape[1:])
+    return split_sets(t.to(torch.float64), p.n_conditions)
 
 
 def _target(x: Tensor | np.ndarray, target: Recording, p: metrics.Pairing) -> Tensor:
@@ -279,10 +280,6 @@ def _scatter(err2: Tensor, ok: Tensor, cols: np.ndarray, p: metrics.Pairing, n: 
     return full, full_ok, t_ok
 
 
-def _with_reasons(out: PerNeuron, reasons: dict[str, np.ndarray]) -> PerNeuron:
-    return out._replace(reasons=reasons)
-
-
 def trace_loss(model: Recording, target: Recording, name: str, *, floor: float = 1e-15,
                n_conditions: int | None = None) -> PerNeuron:
     """Mean square log-current error of trace ``name`` (e.g. ``"Iampa"``), mean over
@@ -299,11 +296,11 @@ def trace_loss(model: Recording, target: Recording, name: str, *, floor: float =
     n = model.n_neurons
     if m is None:
         zero = torch.zeros(p.n_candidates, p.n_conditions, n, dtype=torch.float64)
-        return _with_reasons(_reduce(zero, np.zeros((p.n_conditions, n), bool), zero > -1, 0.0, "", None), reasons)
+        return _reduce(zero, np.zeros((p.n_conditions, n), bool), zero > -1, 0.0, "", None)._replace(reasons=reasons)
     e2 = metrics.trace_error_squared(m, t, floor=floor)  # (B * L, R)
     e2 = e2.reshape(p.n_candidates, p.n_conditions, -1)
     full, ok, t_ok = _scatter(e2, torch.ones_like(e2, dtype=torch.bool), cols, p, n)
-    return _with_reasons(_reduce(full, t_ok, ok, 0.0, "", _unstable(model, p)), reasons)
+    return _reduce(full, t_ok, ok, 0.0, "", _unstable(model, p))._replace(reasons=reasons)
 
 
 def kernel_loss(model: Recording, target: Recording, name: str, starts, *, what: str = "tau",
@@ -342,7 +339,7 @@ def kernel_loss(model: Recording, target: Recording, name: str, starts, *, what:
     failed = cols[~t_ok[:, cols].any(0)]
     if failed.size:
         reasons[f"kernel fit of {name} failed in the target"] = failed
-    return _with_reasons(_reduce(full, t_ok, ok, missing, "", _unstable(model, p)), reasons)
+    return _reduce(full, t_ok, ok, missing, "", _unstable(model, p))._replace(reasons=reasons)
 
 
 def feature_loss(model: np.ndarray | Tensor, target: np.ndarray | Tensor, *, scale: str | float = "log",

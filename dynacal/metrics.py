@@ -62,11 +62,12 @@ def _declared_conditions(rec: Recording) -> dict | None:
     """The conditions a recording says it was made under: name -> (L,) or (L, N) values,
     from its experiment (schema v2) or its protocol's metadata; None if it does not say."""
     experiment = getattr(rec, "experiment", None)
-    if experiment is not None:
-        return {k: np.asarray(v, dtype=np.float64) for k, v in getattr(experiment, "conditions", {}).items()}
+    if experiment is not None and experiment.conditions:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in experiment.conditions.items()}
+    # protocols that expand the conditions into the parameters say so in the metadata
     conditions = rec.metadata.get("protocol", {}).get("conditions") if isinstance(rec.metadata, dict) else None
-    if conditions is None:
-        return None
+    if conditions is None:  # an experiment without conditions declares one condition
+        return None if experiment is None else {}
     return {k: np.asarray(v, dtype=np.float64) for k, v in conditions.items()}
 
 
@@ -100,7 +101,7 @@ def pair_sets(model: Recording, target: Recording, n_conditions: int | None = No
 
 def _check_same_conditions(model: Recording, target: Recording) -> None:
     mine, theirs = _declared_conditions(model), _declared_conditions(target)
-    if mine is None or theirs is None or target.batch == 1:
+    if mine is None or theirs is None:
         return
     same = mine.keys() == theirs.keys() and all(
         mine[k].shape == theirs[k].shape and np.allclose(mine[k], theirs[k], rtol=1e-9, atol=0) for k in mine)

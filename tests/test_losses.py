@@ -156,6 +156,27 @@ def test_recordings_that_do_not_pair_are_refused(fi):
         rate_loss(model, target, window=(0.0, 1.0))
 
 
+def test_conditions_held_by_the_experiment():
+    # the data model's way: the experiment holds the conditions, the backend runs B x L sets
+    from .conftest import single_neuron_experiment
+
+    base = single_neuron_experiment(n_steps=1500)
+    levels = {"Isoma_const": [0.5e-9, 1e-9, 2e-9]}
+    exp = dataclasses.replace(base, conditions=levels)
+    backend = get_backend("torch")
+    target = backend.run(exp, Params.from_values(Iampa_w0=100e-12))
+    model = backend.run(exp, Params.from_values(Iampa_w0=torch.tensor([[100e-12], [150e-12]])))
+    assert (target.n_conditions, model.n_candidates, model.batch) == (3, 2, 6)
+    loss = rate_loss(model, target)
+    _check(loss, 2, 1)
+    assert loss.values[0, 0] == 0 and loss.values[1, 0] > 0 and loss.unstable.shape == (2, 1)
+    reordered = backend.run(dataclasses.replace(base, conditions={"Isoma_const": levels["Isoma_const"][::-1]}))
+    with pytest.raises(RecordingError, match="conditions"):
+        rate_loss(reordered, target)
+    with pytest.raises(RecordingError, match="conditions"):  # one condition against three
+        rate_loss(model, backend.run(base))
+
+
 def test_unstable_candidates_are_reported(fi):
     model, target = fi
     unstable = np.zeros((3 * L, N), dtype=bool)
