@@ -79,7 +79,7 @@ def test_check_record_names():
         check_record(["Inmdaa"])
 
 
-V1 = Path(__file__).parent / "data" / "v1_fi.h5"  # recordings/fi.h5 as shipped before schema 2
+V1 = Path(__file__).parent / "data" / "v1_refractory.h5"  # recordings/refractory.h5 as shipped before schema 2
 
 
 def _experiment(n=5, n_conditions=1):
@@ -92,7 +92,7 @@ def _experiment(n=5, n_conditions=1):
 def test_version_1_file_loads_without_experiment():
     rec = Recording.load(V1)
     assert rec.experiment is None and rec.unstable is None
-    assert rec.n_conditions == 1 and rec.n_candidates == rec.batch == 12
+    assert rec.n_conditions == 1 and rec.n_candidates == rec.batch == 2
     with pytest.raises(RecordingError, match="version 1.*Re-record"):
         rec.require_experiment()
     with pytest.raises(RecordingError, match="version 1 recording"):

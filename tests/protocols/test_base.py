@@ -35,7 +35,7 @@ def test_features_are_read_with_the_settings_of_the_file(tmp_path):
 
 
 def test_a_v1_recording_is_read_with_the_settings_in_its_metadata():
-    rec = Recording.load(RECORDINGS / "refractory.h5")
+    rec = Recording.load(Path(__file__).parents[1] / "data" / "v1_refractory.h5")  # shipped before schema 2
     assert rec.experiment is None
     protocol = get_protocol(rec)
     assert protocol.name == "refractory" and protocol.levels == tuple(rec.metadata["protocol"]["settings"]["levels"])
