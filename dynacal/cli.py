@@ -291,35 +291,6 @@ def _table(records: list[dict[str, Any]]) -> str:
 # --- import -----------------------------------------------------------------------------
 
 def _add_import(sub) -> None:
-    i = sub.add_parser("import", help="turn lab data (JSON + .npz) into a folder of recordings",
-                       description="Read a lab file (a JSON description of the network and experiments, with "
-                       "the event and trace arrays in an .npz beside it; format in the README, 'Importing lab "
-                       "data'), check it against the chip's limits, and write one recording per experiment "
-                       "(<name>.h5, with its experiment) to --out, a folder that --backend replay:DIR serves.")
-    i.add_argument("file", metavar="FILE", help="the JSON description (it names its .npz)")
-    i.add_argument("--out", required=True, metavar="DIR", help="folder for the recordings")
-    i.set_defaults(run=_import)
-
-
-def _import(args: argparse.Namespace) -> int:
-    from .labfile import import_to_folder  # noqa: PLC0415
-
-    from .recording import Recording  # noqa: PLC0415
-
-    paths = import_to_folder(args.file, args.out)
-    for path in paths:
-        rec = Recording.load(path)
-        exp = rec.experiment
-        print(f"  {path.name}: {exp.name}: {exp.network.n_neurons} neurons, {exp.n_steps} steps of "
-              f"{format_quantity(exp.dt, 's')}, {rec.batch} set(s), {rec.spike_step.size} spikes, traces "
-              f"{', '.join(sorted(rec.traces)) or 'none'}")
-    print(f"wrote {args.out}/ ({len(paths)} recording(s)); serve it with --backend replay:{args.out}")
-    return 0
-
-
-# --- import -----------------------------------------------------------------------------
-
-def _add_import(sub) -> None:
     i = sub.add_parser("import", help="turn lab data (a plain .npz of events + JSON) into a target folder",
                        description="Read one plain .npz file (event arrays plus the experiment described as "
                        "JSON in its 'experiment' entry; the format is in the README, 'Importing lab data') and "

@@ -325,13 +325,6 @@ class Recording:
             raise RecordingError(f"{str(path)!r}: {self.batch} sets are not B candidates x its experiment's "
                                  f"{exp.n_conditions} conditions; the file is damaged.")
 
-    @classmethod
-    def from_events(cls, experiment: "Experiment", **events) -> "Recording":
-        """Lab data in: a recording of ``experiment`` from spike events (``neuron``, ``step``
-        or ``time``, ``batch``, ...) and traces; see :func:`dynacal.labdata.recording_from_events`."""
-        from .labdata import recording_from_events  # labdata builds on this module
-        return recording_from_events(experiment, **events)
-
 
 def _json_default(obj):
     if isinstance(obj, (np.ndarray, torch.Tensor)):
