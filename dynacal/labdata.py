@@ -168,7 +168,7 @@ def _ints(name: str, values) -> np.ndarray:
     if a.size and (not np.all(np.isfinite(a)) or np.any(a != np.round(a))):
         bad = a[~np.isfinite(a) | (a != np.round(a))][0]
         hint = " (times in s go to time=, not step=)" if name == "step" else ""
-        raise RecordingError(f"{name} = {bad!r} is not an integer; give whole indices{hint}.")
+        raise RecordingError(f"{name} = {bad.item()!r} is not an integer; give whole indices{hint}.")
     return a.astype(np.int64)
 
 

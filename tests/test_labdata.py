@@ -139,7 +139,7 @@ def _trace(value, shape=(1, 1, 100)):
     (dict(neuron=[0], step=[1.5]), "step = 1.5 is not an integer"),
     (dict(neuron=[0], step=[1], time=[1e-4]), "exactly one of them"),
     (dict(neuron=[0], step=[1], **_trace(2.0)), r"traces\['Isoma_mem'\] .* looks like pA"),
-    (dict(neuron=[0], step=[1], **_trace(2e-24)), r"traces\['Isoma_mem'\] .* multiply by 1e12"),
+    (dict(neuron=[0], step=[1], **_trace(2e-24)), r"traces\['Isoma_mem'\] .*multiply by 1e12"),
     (dict(neuron=[0], step=[1], **_trace(2e-12, (1, 100))), r"traces\['Isoma_mem'\] has shape \(1, 100\)"),
     (dict(neuron=[0], step=[1], **_trace(2e-12, (1, 1, 99))), r"traces\['Isoma_mem'\] has shape"),
     (dict(neuron=[0], step=[1], traces={"Imem": np.full((1, 1, 100), 2e-12)}), r"traces\['Imem'\] is not a state"),
@@ -163,11 +163,11 @@ def torch_seed():
     (lambda d: d["biases"]["Core_1"].update(Isoma_th="2 nV"), {}, "biases: .*Isoma_th"),
     (lambda d: d.update(neurons=[[0, 1, 300]]), {}, "neurons: .*neuron id"),
     (lambda d: d.update(neurons={"Core_1": 300}), {}, "neurons: .*free neurons"),
-    (lambda d: d.update(duration="1 ms"), {}, "past the end"),
+    (lambda d: d.update(duration="1 ms"), {}, "input events: an input spike at step .* outside"),
     (lambda d: d.pop("dt"), {}, r"lacks \['dt'\]"),
     (lambda d: None, {"trace_Isoma_mem": "pA"}, r"traces\['Isoma_mem'\] .* looks like pA"),
-    (lambda d: None, {"spike_neuron": np.array([3])}, "spike.*neuron = 3 is out of range"),
-    (lambda d: None, {"input_source": np.array([7])}, "input.*input_source has 1 events|out of range"),
+    (lambda d: None, {"spike_neuron": "+3"}, "spikes: neuron = 3 is out of range"),
+    (lambda d: None, {"input_source": "+4"}, "input events: .*out of range"),
     (lambda d: None, {"speed": np.array(1)}, r"unknown entries \['speed'\]"),
     (lambda d: None, {"experiment": "{not json"}, "experiment is malformed"),
 ])
@@ -177,6 +177,10 @@ def test_bad_plain_files_are_refused_naming_the_field(tmp_path, torch_seed, edit
     edit(desc)
     if override.get("trace_Isoma_mem") == "pA":
         override = {"trace_Isoma_mem": rec.traces["Isoma_mem"].numpy().transpose(1, 2, 0) * 1e12}
+    if override.get("spike_neuron") == "+3":
+        override = {"spike_neuron": rec.spike_neuron + 3}
+    if override.get("input_source") == "+4":
+        override = {"input_source": exp.stimulus.sources + 4}
     path = _write(tmp_path / "bad.npz", exp, rec, desc, **override)
     with pytest.raises(RecordingError, match=message):
         read_plain(path)
