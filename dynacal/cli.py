@@ -1,4 +1,4 @@
-"""The ``dynacal`` command line: ``dynacal compare``, ``dynacal characterize``, ``dynacal bench`` and ``dynacal import``.
+"""The ``dynacal`` command line: ``compare``, ``characterize``, ``bench`` and ``import``.
 
 Human units live here (ms, pA, Hz on the command line and in the printout); everything
 passed on to the library is SI. This is the only module that prints.
