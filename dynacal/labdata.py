@@ -55,7 +55,8 @@ from .params import PARAMETERS, STATE_NAMES
 from .recording import Recording, time_to_step
 from .units import format_quantity, parse_quantity
 
-__all__ = ["from_events", "si_values", "read_plain", "experiment_from_description", "import_file"]
+__all__ = ["from_events", "si_values", "read_plain", "experiment_from_description", "network_from_description",
+           "import_file"]
 
 # A current trace above this is not in A (a DPI current is pA..uA); 1e12 too large = pA.
 _MAX_TRACE_A = 1e-3
@@ -324,7 +325,6 @@ def experiment_from_description(desc: Mapping[str, Any], arrays: Mapping[str, np
     Raises:
         RecordingError: a missing or bad field, named.
     """
-    from .chip import Chip
     from .experiment import Experiment
     from .stimulus import Stimulus
 
@@ -337,6 +337,25 @@ def experiment_from_description(desc: Mapping[str, Any], arrays: Mapping[str, np
     with _field(where, "n_steps" if "n_steps" in desc else "duration"):
         n_steps = (int(desc["n_steps"]) if "n_steps" in desc
                    else int(round(float(si_values("duration", desc["duration"], "s")) / dt)))
+    network = network_from_description(desc, where)
+    with _field(where, "dc"):
+        dc = _dc(desc, network.n_neurons)
+    with _field(where, "input events"):
+        stimulus = Stimulus(network.n_inputs, *_input_events(arrays, dt, n_steps), dc=dc)
+    with _field(where, "experiment"):
+        exp = Experiment(network, stimulus, dt, n_steps, str(desc.get("name", default_name)))
+    with _field(where, "conditions"):
+        return _with_conditions(exp, desc.get("conditions"))
+
+
+def network_from_description(desc: Mapping[str, Any], where: str = "<description>"):
+    """The Network of a plain file's description, built through :class:`~dynacal.chip.Chip`.
+
+    Raises:
+        RecordingError: a bad field (named), or a network over the chip's limits.
+    """
+    from .chip import Chip
+
     with _field(where, "n_chips"):
         chip = Chip(int(desc.get("n_chips", 1)), enforce_limits=bool(desc.get("enforce_limits", True)))
     with _field(where, "neurons"):
@@ -356,16 +375,9 @@ def experiment_from_description(desc: Mapping[str, Any], arrays: Mapping[str, np
             for k, v in enumerate(values):
                 if v is not None:
                     group[k].set_states({name: float(si_values(name, v, _unit(name)))})
-    with _field(where, "neurons"):
+    with _field(where, "network (chip limits)"):
         network = chip.network()
-        if ids is not None:
-            network = dataclasses.replace(network, neuron_id=ids)
-    with _field(where, "input events"):
-        stimulus = Stimulus(network.n_inputs, *_input_events(arrays, dt, n_steps), dc=_dc(desc, network.n_neurons))
-    with _field(where, "experiment"):
-        exp = Experiment(network, stimulus, dt, n_steps, str(desc.get("name", default_name)))
-    with _field(where, "conditions"):
-        return _with_conditions(exp, desc.get("conditions"))
+        return network if ids is None else dataclasses.replace(network, neuron_id=ids)
 
 
 def _unit(name: str) -> str:
@@ -425,8 +437,10 @@ def _input_events(arrays, dt: float, n_steps: int):
 def _dc(desc, n: int):
     if desc.get("dc") is None:
         return None
-    dc = np.broadcast_to(si_values("dc", desc["dc"], "A"), (n,))
-    return np.array(dc)
+    from .stimulus import Stimulus
+    dc = np.array(np.broadcast_to(si_values("dc", desc["dc"], "A"), (n,)))
+    Stimulus(0, dc=dc)  # checked here, so that a bad DC is reported as the field dc
+    return dc
 
 
 def import_file(path: str | os.PathLike, out: str | os.PathLike) -> Path:

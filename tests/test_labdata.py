@@ -158,7 +158,9 @@ def torch_seed():
 
 @pytest.mark.parametrize("edit, override, message", [
     (lambda d: d["input_connections"][0].update(synapse="AMPX"), {}, "input_connections: .*AMPX"),
-    (lambda d: d["input_connections"][0].update(weight=70), {}, "fan-in"),
+    (lambda d: d["input_connections"][0].update(weight=70), {}, r"network \(chip limits\): .*fan-in 78"),
+    (lambda d: d.update(dc="5 A"), {}, "dc: .*looks like pA"),
+    (lambda d: d.update(conditions={"Isoma_const": ["1 pA", "2 pA"]}), {}, r"spikes: traces\['Isoma_mem'\] has shape \(1, 1, 200\); expected .* = \(2, 1, 200\)"),
     (lambda d: d["biases"].update(Core_9={}), {}, "biases: .*Core_9"),
     (lambda d: d["biases"]["Core_1"].update(Isoma_th="2 nV"), {}, "biases: .*Isoma_th"),
     (lambda d: d.update(neurons=[[0, 1, 300]]), {}, "neurons: .*neuron id"),
