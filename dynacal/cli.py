@@ -301,7 +301,7 @@ def _add_import(sub) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .labdata import import_file
+    from .labformat import import_file
     from .recording import Recording
 
     path = import_file(args.file, args.out)
