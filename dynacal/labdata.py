@@ -143,7 +143,7 @@ def _check_range(name: str, a: np.ndarray, size: int, what: str) -> None:
     if a.size and (a.min() < 0 or a.max() >= size):
         bad = int(a.min()) if a.min() < 0 else int(a.max())
         raise RecordingError(f"{name} = {bad} is out of range: it must be {what}, here 0..{size - 1}; "
-                             f"drop the events of other {name}s or fix their numbering.")
+                             f"drop what belongs elsewhere (another network or set) or fix the numbering.")
 
 
 def _check_times(field: str, s: np.ndarray, t: np.ndarray, n_steps: int, dt: float) -> None:
