@@ -1,4 +1,4 @@
-"""The ``dynacal`` command line: ``dynacal compare``, ``dynacal characterize`` and ``dynacal bench``.
+"""The ``dynacal`` command line: ``compare``, ``characterize``, ``bench`` and ``import``.
 
 Human units live here (ms, pA, Hz on the command line and in the printout); everything
 passed on to the library is SI. This is the only module that prints.
@@ -105,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small sizes only (about a minute)")
     b.add_argument("--json", default=None, metavar="FILE", help="also write the records as JSON")
     b.set_defaults(run=_bench)
+    _add_import(sub)
     return parser
 
 
@@ -333,3 +334,29 @@ def _table(records: list[dict[str, Any]]) -> str:
     rows = [[cell(r.get(c)) for c in columns] for r in records]
     widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in [columns] + rows)
+
+
+# --- import -----------------------------------------------------------------------------
+
+def _add_import(sub) -> None:
+    i = sub.add_parser("import", help="turn lab data (a plain .npz of events + JSON) into a target folder",
+                       description="Read one plain .npz file (event arrays plus the experiment described as "
+                       "JSON in its 'experiment' entry; the format is in the README, 'Importing lab data') and "
+                       "write it as a version 2 recording into --out, a folder that --backend replay:DIR serves.")
+    i.add_argument("file", metavar="FILE", help="the .npz file to import")
+    i.add_argument("--out", required=True, metavar="DIR", help="the target folder (created if missing)")
+    i.set_defaults(run=_import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .labformat import import_file
+    from .recording import Recording
+
+    path = import_file(args.file, args.out)
+    rec = Recording.load(path)
+    exp = rec.require_experiment()
+    print(f"{args.file} -> {path}: {exp.network.n_neurons} neurons, {rec.n_steps} steps of "
+          f"{format_quantity(rec.dt, 's')}, {rec.batch} set(s), {rec.spike_step.size} spikes"
+          + (f", traces {sorted(rec.traces)}" if rec.traces else "") + f"; experiment {exp.content_hash()[:12]}.")
+    print(f"serve it with --backend replay:{args.out}")
+    return 0

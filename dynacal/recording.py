@@ -44,10 +44,19 @@ from .params import STATE_NAMES
 if TYPE_CHECKING:
     from .experiment import Experiment
 
-__all__ = ["Recording", "SCHEMA_VERSION", "check_record"]
+__all__ = ["Recording", "SCHEMA_VERSION", "check_record", "time_to_step"]
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+
+
+def time_to_step(time, dt: float) -> np.ndarray:
+    """The step a measured time in s falls in: ``floor(t / dt)``, as the board backend counts.
+
+    The 1e-9 step of slack keeps a time written as ``step * dt`` (a simulator's, or Brian2's
+    ``SpikeMonitor.t``) in its own step despite float rounding.
+    """
+    return np.floor(np.asarray(time, dtype=np.float64) / dt + 1e-9).astype(np.int64)
 
 
 def check_record(record) -> tuple[str, ...]:
@@ -175,8 +184,22 @@ class Recording:
         b, n = (np.asarray(a, dtype=np.int64).ravel() for a in (spike_batch, spike_neuron))
         order = np.lexsort((n, b, t))
         t, b, n = t[order], b[order], n[order]
-        s = np.floor(t / dt + 1e-9).astype(np.int64)
+        s = time_to_step(t, dt)
         return cls(backend, dt, n_steps, batch, n_neurons, b, n, s, t, **kwargs)
+
+    @classmethod
+    def from_events(cls, experiment: "Experiment", *, neuron, step=None, time=None, batch=None, n_sets: int = 1,
+                    traces=None, trace_neurons=None, conditions=None, backend: str = "imported",
+                    metadata=None) -> "Recording":
+        """A recording of spikes (and traces) measured elsewhere: a lab's files, another simulator.
+
+        Thin entry to :func:`dynacal.labdata.from_events`, which documents the arguments
+        and the checks (each bad field is a RecordingError that names it and the fix).
+        """
+        from .labdata import from_events
+        return from_events(experiment, neuron=neuron, step=step, time=time, batch=batch, n_sets=n_sets,
+                           traces=traces, trace_neurons=trace_neurons, conditions=conditions,
+                           backend=backend, metadata=metadata)
 
     @property
     def duration(self) -> float:
