@@ -194,9 +194,20 @@ def _compare(args: argparse.Namespace) -> int:
     info = {"command": "dynacal compare", "argv": sys.argv[1:], "experiment": experiment.summary(),
             "dtype": args.dtype, "device": args.device, "inputs": args.inputs}
     written = cmp.save_results(runs, agreements, args.out, info)
-    written += plots.save_figures({k: r.recording for k, r in runs.items()}, args.out)
+    traced = _traced(runs)
+    if traced:
+        written += plots.save_figures(traced, args.out)
     print(f"wrote {args.out}/: {' '.join(sorted(p.name for p in written))}")
     return 0 if all(a["verdict"] == "agree" for a in agreements) else 1
+
+
+def _traced(runs) -> dict:
+    """The recordings that hold traces (the figures draw currents); says which ones do not."""
+    spikes_only = [k for k, r in runs.items() if not r.recording.traces]
+    if spikes_only:
+        print(f"note: {', '.join(spikes_only)} records no traces (spikes only: the board has no analog readout); "
+              f"compared on spike steps, left out of the figures")
+    return {k: r.recording for k, r in runs.items() if r.recording.traces}
 
 
 def _steps(steps: list[int], limit: int = 20) -> str:

@@ -202,8 +202,9 @@ class BoardBackend:
             ParameterError, NetworkError: a limit of the chip (before anything is sent).
             BoardRunError: the device failed after ``retries`` (with the partial result).
         """
-        if check_record(record):
-            raise ParameterError(f"the board measures spikes only; it cannot record traces {list(record)} (no analog "
+        names = check_record(record)  # "all" and "Isoma_mem" are names, not sequences of letters
+        if names:
+            raise ParameterError(f"the board measures spikes only; it cannot record traces {list(names)} (no analog "
                                  f"readout). Record traces with a simulator backend, or pass record=().")
         plan = plan_network(experiment.network, reserve_monitor=self.reserve_monitor)
         sched = schedule(plan, experiment.stimulus, experiment.dt, isi_multiplier=self.isi_multiplier,
