@@ -21,13 +21,14 @@ counts what it cannot place:
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .events import UnwrapState, detect_period, lookup_neurons, split_events, unwrap
 
-__all__ = ["Window", "Epoch", "attribute"]
+__all__ = ["Window", "Epoch", "RunState", "attribute", "loss_message"]
 
 
 @dataclasses.dataclass
@@ -104,3 +105,41 @@ def attribute(epoch: Epoch, spike_type: type, wrap_type: type, global_ids: np.nd
                "n_wraps": int(counts["wraps"]), "n_ignored_wraps": int(counts["ignored_wraps"]),
                "timestamp_period_us": period}
     return per_set, summary
+
+
+class RunState:
+    """The state of one ``BoardBackend.run``: what is sent, and what came back per set."""
+
+    def __init__(self, experiment, plan, sched, settings, ignored):
+        self.experiment, self.plan, self.sched, self.settings, self.ignored = experiment, plan, sched, settings, ignored
+        self.results: dict[int, tuple] = {}
+        self.paths: dict[int, Path | None] = {}
+        self.attempts: dict[int, int] = {}
+        self.dropped: dict[int, int | None] = {}
+        self.pending: list[int] = []  # measured, not yet placed
+        self.epochs: list[dict] = []
+
+    def losses(self) -> dict:
+        """What the run lost: dropped (where reported) and outside every window, as counts
+        and a fraction of all events."""
+        sets = [r[2] for r in self.results.values()]
+        dropped = [s.get("n_dropped") for s in sets]
+        known = [d for d in dropped if d is not None]
+        n_dropped = int(sum(known)) if known else None
+        outside = int(sum(e["n_outside_every_window"] for e in self.epochs))
+        spikes = int(sum(s.get("n_spikes", 0) for s in sets))
+        lost = outside + (n_dropped or 0)
+        return {"n_spikes": spikes, "n_dropped": n_dropped, "n_outside_every_window": outside,
+                "n_discarded": int(sum(e["n_discarded"] for e in self.epochs)),
+                "n_late": int(sum(s.get("n_late", 0) for s in sets)), "n_lost": lost,
+                "fraction": lost / (spikes + lost) if spikes + lost else 0.0}
+
+
+def loss_message(losses: dict, limit: float) -> str | None:
+    """A message when the run's losses (``RunState.losses``) exceed the fraction ``limit``."""
+    if losses["fraction"] <= limit:
+        return None
+    return (f"the board lost {losses['n_lost']} of {losses['n_lost'] + losses['n_spikes']} events "
+            f"({losses['fraction']:.1%}, over max_loss_fraction = {limit:g}): {losses['n_dropped']} dropped by the "
+            f"device, {losses['n_outside_every_window']} outside every measurement window. Lower the input rate, "
+            f"raise late_wait_s or grace_s, or check the USB link; max_loss_fraction= and on_loss= set the rule.")

@@ -44,14 +44,14 @@ from dynacal.experiment import Experiment
 from dynacal.params import Params
 from dynacal.recording import Recording, check_record
 
-from .attribution import Epoch, Window, attribute
+from .attribution import Epoch, RunState as _Run, Window, attribute, loss_message
 from .biasgen import BiasDAC
-from .biasmap import LEAK_BIASES, BiasConstants, BiasSetting
-from .config import BoardPlan, plan_network, wire_codes, write_configuration
+from .biasmap import BiasConstants
+from .config import plan_network, wire_codes
 from .events import split_events, unwrap
-from .fpga import MAX_MULTIPLIER, FpgaSchedule, schedule
+from .fpga import MAX_MULTIPLIER, schedule
 from .samna_detect import import_samna
-from .samna_device import DeviceLink, fpga_events
+from .samna_device import DeviceLink, apply_setting, discharge, fpga_events
 from .sets import ignored_parameters, set_codes
 
 __all__ = ["BoardBackend", "BoardRunError"]
@@ -251,7 +251,7 @@ class BoardBackend:
         self._check_losses(rec, run)
         return rec
 
-    def _set(self, run: "_Run", i: int) -> None:
+    def _set(self, run: _Run, i: int) -> None:
         """One parameter set: from the checkpoint, or measured with retries."""
         path = self._checkpoint_path(run.experiment, run.settings[i], i)
         run.paths[i] = path
@@ -285,7 +285,7 @@ class BoardBackend:
         key = hashlib.sha256((experiment.content_hash() + codes + self.name).encode()).hexdigest()[:16]
         return self.checkpoint_dir / f"set{i:04d}_{key}.h5"
 
-    def _measure(self, run: "_Run", i: int) -> None:
+    def _measure(self, run: _Run, i: int) -> None:
         """One measurement on the device; any samna failure becomes a :class:`BoardError`."""
         experiment, plan, setting = run.experiment, run.plan, run.settings[i]
         step = "connecting"
@@ -294,23 +294,10 @@ class BoardBackend:
             dyn = self._samna.dynapse1
             wire = wire_codes(setting.codes, self.dac.bit_reversed)
             step = "applying the configuration"
-            if self._applied is None or self._applied[0] is not plan:
-                model.apply_configuration(write_configuration(plan, dyn, wire))
-            else:
-                for key, codes in wire.items():
-                    for bias, code in codes.items():
-                        if self._applied[1][key][bias] != code:
-                            model.update_single_parameter(_parameter(dyn, bias, code), *key)
-            self._applied = (plan, wire)
+            self._applied = apply_setting(model, dyn, plan, wire, self._applied)
             if self.discharge:
                 step = "discharging the analog state"
-                for chip, core in plan.cores:
-                    for bias in LEAK_BIASES:
-                        model.update_single_parameter(_parameter(dyn, bias, (7, 255)), chip, core)
-                self._sleep(self.discharge_s)
-                for chip, core in plan.cores:
-                    for bias in LEAK_BIASES:
-                        model.update_single_parameter(_parameter(dyn, bias, wire[(chip, core)][bias]), chip, core)
+                discharge(model, dyn, plan, wire, self._sleep, self.discharge_s)
             step = "loading the stimulus"
             gen = model.get_fpga_spike_gen()
             gen.set_variable_isi_mode(True)
@@ -369,7 +356,7 @@ class BoardBackend:
             self._sleep(self.poll_s)
             waited += self.poll_s
 
-    def _finish_epoch(self, run: "_Run") -> None:
+    def _finish_epoch(self, run: _Run) -> None:
         """Place the epoch's events in the sets measured in it; those sets are then final."""
         ep = self._epoch
         if ep is None or not ep.windows:
@@ -394,19 +381,14 @@ class BoardBackend:
                state=ep.state, elapsed_us=(self._clock() - ep.reset_clock) * 1e6, counts=counts)
         ep.state, ep.events, ep.windows, ep.n_discarded = counts["state"], [], [], 0
 
-    def _check_losses(self, rec: Recording, run: "_Run") -> None:
-        losses = rec.metadata["board"]["losses"]
-        if losses["fraction"] <= self.max_loss_fraction:
-            return
-        message = (f"the board lost {losses['n_lost']} of {losses['n_lost'] + losses['n_spikes']} events "
-                   f"({losses['fraction']:.1%}, over max_loss_fraction = {self.max_loss_fraction:g}): "
-                   f"{losses['n_dropped']} dropped by the device, {losses['n_outside_every_window']} outside every "
-                   f"measurement window. Lower the input rate, raise late_wait_s / grace_s, or check the USB link.")
-        if self.on_loss == "raise":
+    def _check_losses(self, rec: Recording, run: _Run) -> None:
+        message = loss_message(rec.metadata["board"]["losses"], self.max_loss_fraction)
+        if message and self.on_loss == "raise":
             raise BoardRunError(message, rec, sorted(run.results), None)
-        log.warning("%s", message)
+        if message:
+            log.warning("%s", message)
 
-    def _recording(self, run: "_Run", failed: int | None = None) -> Recording:
+    def _recording(self, run: _Run, failed: int | None = None) -> Recording:
         b = len(run.settings)
         results = run.results
         parts = [(np.full(results[i][0].size, i), results[i][0], results[i][1]) for i in sorted(results)]
@@ -426,36 +408,3 @@ class BoardBackend:
                           "losses": run.losses(), "epochs": run.epochs}}
         return Recording.from_times(self.name, run.experiment.dt, run.experiment.n_steps, b, run.plan.n_neurons,
                                     sb, sn, st, metadata=meta)
-
-
-def _parameter(dyn, bias: str, code) -> Any:
-    """A ``Dynapse1Parameter`` with (coarse, fine) as given (wire convention)."""
-    return dyn.Dynapse1Parameter(bias, int(code[0]), int(code[1]))
-
-
-class _Run:
-    """The state of one :meth:`BoardBackend.run`: what is sent, and what came back per set."""
-
-    def __init__(self, experiment, plan, sched, settings, ignored):
-        self.experiment, self.plan, self.sched, self.settings, self.ignored = experiment, plan, sched, settings, ignored
-        self.results: dict[int, tuple] = {}
-        self.paths: dict[int, Path | None] = {}
-        self.attempts: dict[int, int] = {}
-        self.dropped: dict[int, int | None] = {}
-        self.pending: list[int] = []  # measured, not yet placed
-        self.epochs: list[dict] = []
-
-    def losses(self) -> dict:
-        """What the run lost: dropped (where reported) and outside every window, as counts
-        and a fraction of all events."""
-        sets = [r[2] for r in self.results.values()]
-        dropped = [s.get("n_dropped") for s in sets]
-        known = [d for d in dropped if d is not None]
-        n_dropped = int(sum(known)) if known else None
-        outside = int(sum(e["n_outside_every_window"] for e in self.epochs))
-        spikes = int(sum(s.get("n_spikes", 0) for s in sets))
-        lost = outside + (n_dropped or 0)
-        return {"n_spikes": spikes, "n_dropped": n_dropped, "n_outside_every_window": outside,
-                "n_discarded": int(sum(e["n_discarded"] for e in self.epochs)),
-                "n_late": int(sum(s.get("n_late", 0) for s in sets)), "n_lost": lost,
-                "fraction": lost / (spikes + lost) if spikes + lost else 0.0}

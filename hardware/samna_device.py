@@ -20,11 +20,42 @@ from typing import Any, Callable
 
 from dynacal.errors import BackendUnavailable, BoardError
 
+from .biasmap import LEAK_BIASES
+from .config import write_configuration
 from .samna_detect import TWIN_HINT
 
-__all__ = ["DeviceLink", "fpga_events"]
+__all__ = ["DeviceLink", "fpga_events", "apply_setting", "discharge"]
 
 log = logging.getLogger(__name__)
+
+
+def _parameter(dyn, bias: str, code) -> Any:
+    """A ``Dynapse1Parameter`` with (coarse, fine) as given (wire convention)."""
+    return dyn.Dynapse1Parameter(bias, int(code[0]), int(code[1]))
+
+
+def apply_setting(model: Any, dyn: Any, plan, wire: dict, applied: tuple | None) -> tuple:
+    """Apply a plan with bias codes (wire convention): the whole configuration when the plan
+    changed, else only the biases that differ. Returns the new ``applied`` (plan, codes)."""
+    if applied is None or applied[0] is not plan:
+        model.apply_configuration(write_configuration(plan, dyn, wire))
+    else:
+        for key, codes in wire.items():
+            for bias, code in codes.items():
+                if applied[1][key][bias] != code:
+                    model.update_single_parameter(_parameter(dyn, bias, code), *key)
+    return plan, wire
+
+
+def discharge(model: Any, dyn: Any, plan, wire: dict, sleep: Callable[[float], None], seconds: float) -> None:
+    """Every leak bias of the used cores to (7, 255) for ``seconds``, then back to ``wire``."""
+    for chip, core in plan.cores:
+        for bias in LEAK_BIASES:
+            model.update_single_parameter(_parameter(dyn, bias, (7, 255)), chip, core)
+    sleep(seconds)
+    for chip, core in plan.cores:
+        for bias in LEAK_BIASES:
+            model.update_single_parameter(_parameter(dyn, bias, wire[(chip, core)][bias]), chip, core)
 
 
 def fpga_events(dynapse1: Any, sched) -> list:
