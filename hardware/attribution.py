@@ -12,7 +12,9 @@ counts what it cannot place:
 - ``n_spikes``: the set's network spikes inside its window ``[0, duration)``;
 - ``n_late``: of those, the ones that arrived after the set's own drain had ended;
 - ``n_after_window``: network spikes in the span but after the window (the tail);
-- ``n_other_neurons``: spikes of neurons outside the network, in the span;
+- ``n_other_neurons``: spikes of neurons outside the network, in the span; ``n_events``:
+  every spike in the span (the base of the loss fraction, as a device counts drops over
+  all neurons);
 - per epoch, ``n_outside_every_window``: spikes in no set's span (before the first start,
   between spans, from a failed attempt or an earlier run), and ``n_discarded``: events that
   arrived before the reset (their time base is gone).
@@ -98,7 +100,8 @@ def attribute(epoch: Epoch, spike_type: type, wrap_type: type, global_ids: np.nd
         t = rel * 1e-6 - start_latency_s
         keep = mine & (t >= 0) & (t < w.duration_us * 1e-6)
         per_set[w.set_index] = (idx[keep], t[keep], {
-            "n_spikes": int(keep.sum()), "n_late": int((keep & (arrival >= w.drained_at)).sum()),
+            "n_spikes": int(keep.sum()), "n_events": int(inside.sum()),
+            "n_late": int((keep & (arrival >= w.drained_at)).sum()),
             "n_after_window": int((mine & ~keep).sum()), "n_other_neurons": int((inside & (idx < 0)).sum()),
             "start_us": float(w.start_us)})
     summary = {"n_outside_every_window": int((~placed).sum()), "n_discarded": int(epoch.n_discarded),
@@ -121,25 +124,26 @@ class RunState:
 
     def losses(self) -> dict:
         """What the run lost: dropped (where reported) and outside every window, as counts
-        and a fraction of all events."""
+        and a fraction of all events (lost + received in the sets' spans)."""
         sets = [r[2] for r in self.results.values()]
         dropped = [s.get("n_dropped") for s in sets]
         known = [d for d in dropped if d is not None]
         n_dropped = int(sum(known)) if known else None
         outside = int(sum(e["n_outside_every_window"] for e in self.epochs))
         spikes = int(sum(s.get("n_spikes", 0) for s in sets))
+        events = int(sum(s.get("n_events", s.get("n_spikes", 0)) for s in sets))  # every neuron's, as the device counts
         lost = outside + (n_dropped or 0)
-        return {"n_spikes": spikes, "n_dropped": n_dropped, "n_outside_every_window": outside,
+        return {"n_spikes": spikes, "n_events": events, "n_dropped": n_dropped, "n_outside_every_window": outside,
                 "n_discarded": int(sum(e["n_discarded"] for e in self.epochs)),
                 "n_late": int(sum(s.get("n_late", 0) for s in sets)), "n_lost": lost,
-                "fraction": lost / (spikes + lost) if spikes + lost else 0.0}
+                "fraction": lost / (events + lost) if events + lost else 0.0}
 
 
 def loss_message(losses: dict, limit: float) -> str | None:
     """A message when the run's losses (``RunState.losses``) exceed the fraction ``limit``."""
     if losses["fraction"] <= limit:
         return None
-    return (f"the board lost {losses['n_lost']} of {losses['n_lost'] + losses['n_spikes']} events "
+    return (f"the board lost {losses['n_lost']} of {losses['n_lost'] + losses['n_events']} events "
             f"({losses['fraction']:.1%}, over max_loss_fraction = {limit:g}): {losses['n_dropped']} dropped by the "
             f"device, {losses['n_outside_every_window']} outside every measurement window. Lower the input rate, "
             f"raise late_wait_s or grace_s, or check the USB link; max_loss_fraction= and on_loss= set the rule.")
