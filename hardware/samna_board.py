@@ -376,10 +376,7 @@ class BoardBackend:
         run.epochs.append(summary)
         run.pending = [i for i in run.pending if i not in per_set]
         # what follows in this epoch belongs to later runs: keep the unwrap state, drop the rest
-        counts: dict = {}
-        unwrap(split_events(ep.events, dyn.Spike, dyn.TimestampWrapEvent), summary["timestamp_period_us"],
-               state=ep.state, elapsed_us=(self._clock() - ep.reset_clock) * 1e6, counts=counts)
-        ep.state, ep.events, ep.windows, ep.n_discarded = counts["state"], [], [], 0
+        ep.state, ep.events, ep.windows, ep.n_discarded = ep.live, [], [], 0
 
     def _check_losses(self, rec: Recording, run: _Run) -> None:
         message = loss_message(rec.metadata["board"]["losses"], self.max_loss_fraction)

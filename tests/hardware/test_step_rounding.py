@@ -4,7 +4,6 @@ spike in the step the twin emitted it from, for any dt (above the latency)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
