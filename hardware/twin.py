@@ -6,9 +6,12 @@ The twin behaves like a physical board, as seen through samna:
 
 - hidden per-chip DAC, chip constants, per-neuron mismatch and hot neurons drawn from the
   serial number (:mod:`.twin_chip`); the network it runs is read back from the applied
-  configuration: CAM entries (``Dynapse1Synapse``), SRAM routes (``Dynapse1Destination``),
-  FPGA events matched to CAM addresses exactly as the silicon matches them (aliasing and
-  all); simulated by the torch backend's fused engine at ``sim_dt`` (100 us); the biases
+  configuration: CAM entries (``Dynapse1Synapse``), SRAM routes (``Dynapse1Destination``)
+  followed by their sx/sy/dx/dy bits, not their target chip id (a route that leaves the 2 x 2
+  grid loses its events: ``TwinRun.lost_routes``), FPGA events matched to CAM addresses
+  exactly as the silicon matches them (aliasing and all); unconfigured neurons keep the
+  fresh state (64 CAM entries listening to (core 0, neuron 0) as NMDA), so a sender at
+  (core 0, id 0) drives every unconfigured neuron of its target cores, as on the chip; simulated by the torch backend's fused engine at ``sim_dt`` (100 us); the biases
   outside the model (IF_TAU2_N, IF_BUF_P, IF_CASC_N, R2R_P) have no effect;
 - noise (:class:`TwinNoise`): each output spike leaves ``latency_s`` (2 us) plus |N(0,
   ``jitter_s`` = 1 us)| after its simulated step, is stamped by a us counter of
@@ -24,7 +27,9 @@ The twin behaves like a physical board, as seen through samna:
   and it comes back powered up after ``reconnect_after_s``), and a fraction of events
   arrives late by ``late_delay_s``.
 
-Time is virtual: the backend sleeps through :meth:`TwinBoard.sleep`, so a 1 s stimulus does
+Every run's ground truth is kept in :attr:`TwinBoard.history` (:class:`TwinRun`: what was
+simulated, each spike's step and whether it was dropped or late); fault and noise settings
+are validated (:class:`~dynacal.errors.ParameterError`). Time is virtual: the backend sleeps through :meth:`TwinBoard.sleep`, so a 1 s stimulus does
 not take 1 s. Each run is simulated from the generator's start to its last event (the
 backend ends the program with filler events at the end of the measurement) plus ``tail_s``
 (0.5 s); nothing is emitted after that.
