@@ -62,13 +62,15 @@ class Epoch:
     n_discarded: int = 0
     state: UnwrapState = UnwrapState()  # at the first of ``events``
     live: UnwrapState = UnwrapState()  # after the last of them
+    arrived_us: list = dataclasses.field(default_factory=list)  # host time since the reset, per event
 
-    def add(self, events: list) -> None:
+    def add(self, events: list, elapsed_us: float) -> None:
         self.events.extend(events)
+        self.arrived_us.extend([float(elapsed_us)] * len(events))
 
 
 def attribute(epoch: Epoch, spike_type: type, wrap_type: type, global_ids: np.ndarray, *,
-              period_us: int | None, elapsed_us: float, start_latency_s: float = 0.0) -> tuple[dict, dict]:
+              period_us: int | None, start_latency_s: float = 0.0) -> tuple[dict, dict]:
     """Spikes of each window of ``epoch``, by timestamp.
 
     Args:
@@ -76,7 +78,6 @@ def attribute(epoch: Epoch, spike_type: type, wrap_type: type, global_ids: np.nd
         spike_type, wrap_type: samna's ``Spike`` and ``TimestampWrapEvent`` classes.
         global_ids: (N,) board-wide ids of the network's neurons.
         period_us: the counter's period; None: :func:`~.events.detect_period`.
-        elapsed_us: host time from the reset to now, us (judges wrap events in silences).
         start_latency_s: subtracted from every spike time within its window.
 
     Returns:
@@ -87,7 +88,9 @@ def attribute(epoch: Epoch, spike_type: type, wrap_type: type, global_ids: np.nd
     batch = split_events(epoch.events, spike_type, wrap_type)
     period = int(period_us) if period_us is not None else detect_period(batch)
     counts: dict[str, Any] = {}
-    t_us = unwrap(batch, period, state=epoch.state, elapsed_us=elapsed_us, counts=counts).astype(np.float64)
+    # a wrap event is judged by the host time at which it arrived (Epoch.arrived_us)
+    t_us = unwrap(batch, period, state=epoch.state, elapsed_us=np.asarray(epoch.arrived_us, dtype=np.float64),
+                  counts=counts).astype(np.float64)
     arrival = np.flatnonzero(batch.kind == 1)  # arrival index of each spike in the epoch
     idx = lookup_neurons(batch, global_ids)
     placed = np.zeros(t_us.size, dtype=bool)

@@ -68,7 +68,8 @@ def unwrap(batch: EventBatch, period_us: int = 2 ** 32, ref_us: int = 0, *, stat
         period_us: the counter's period (2**31 or 2**32 us; see :func:`detect_period`).
         ref_us: the reference time before the first event (0 right after a reset).
         state: continue from an earlier batch of the same reset (overrides ``ref_us``).
-        elapsed_us: host time since the reset, us (None: wraps are judged by the spikes only).
+        elapsed_us: host time since the reset when each event arrived, us: a number or one
+            per event (None: wraps are judged by the spikes only).
         counts: a dict to receive ``state`` (the :class:`UnwrapState` after the batch),
             ``wraps`` and ``ignored_wraps``.
 
@@ -78,10 +79,12 @@ def unwrap(batch: EventBatch, period_us: int = 2 ** 32, ref_us: int = 0, *, stat
     out = np.empty(int((batch.kind == 1).sum()), dtype=np.int64)
     st = state or UnwrapState(int(ref_us), int(ref_us) // period_us)
     ref, wraps, ignored, j = int(st.ref_us), int(st.wraps), 0, 0
-    for kind, ts in zip(batch.kind.tolist(), batch.timestamp.tolist()):
+    host = np.broadcast_to(np.asarray(np.inf if elapsed_us is None else elapsed_us, dtype=np.float64),
+                           batch.kind.shape).tolist()
+    for kind, ts, now in zip(batch.kind.tolist(), batch.timestamp.tolist(), host):
         if kind == 2:
             upper = ref - wraps * period_us >= period_us // 2
-            due = elapsed_us is not None and (wraps + 1) * period_us <= elapsed_us
+            due = elapsed_us is not None and (wraps + 1) * period_us <= now
             if upper or due:
                 wraps += 1
                 ref = max(ref, wraps * period_us)

@@ -333,10 +333,11 @@ class BoardBackend:
         new = self._link.sink.get_events()
         if new:
             ep, dyn, counts = self._epoch, self._samna.dynapse1, {}
+            elapsed = (self._clock() - ep.reset_clock) * 1e6
             unwrap(split_events(new, dyn.Spike, dyn.TimestampWrapEvent), self.timestamp_period_us or 2 ** 32,
-                   state=ep.live, elapsed_us=(self._clock() - ep.reset_clock) * 1e6, counts=counts)
+                   state=ep.live, elapsed_us=elapsed, counts=counts)
             ep.live = counts["state"]
-            ep.add(new)
+            ep.add(new, elapsed)
         return len(new)
 
     def _drain(self, window: Window) -> None:
@@ -363,9 +364,7 @@ class BoardBackend:
             return
         dyn = self._samna.dynapse1
         per_set, summary = attribute(ep, dyn.Spike, dyn.TimestampWrapEvent, run.plan.global_ids(),
-                                     period_us=self.timestamp_period_us,
-                                     elapsed_us=(self._clock() - ep.reset_clock) * 1e6,
-                                     start_latency_s=self.start_latency_s)
+                                     period_us=self.timestamp_period_us, start_latency_s=self.start_latency_s)
         for i, (neurons, times, stats) in per_set.items():
             stats.update(attempts=run.attempts.get(i, 1), n_dropped=run.dropped.get(i))
             run.results[i] = (neurons, times, stats)
@@ -376,7 +375,7 @@ class BoardBackend:
         run.epochs.append(summary)
         run.pending = [i for i in run.pending if i not in per_set]
         # what follows in this epoch belongs to later runs: keep the unwrap state, drop the rest
-        ep.state, ep.events, ep.windows, ep.n_discarded = ep.live, [], [], 0
+        ep.state, ep.events, ep.arrived_us, ep.windows, ep.n_discarded = ep.live, [], [], [], 0
 
     def _check_losses(self, rec: Recording, run: _Run) -> None:
         message = loss_message(rec.metadata["board"]["losses"], self.max_loss_fraction)

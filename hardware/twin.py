@@ -107,6 +107,8 @@ class TwinFaults:
         disconnect_at_s: how long after that start, s.
         reconnect_after_s: virtual s until it re-enumerates, powered up; None: never.
         late_fraction: fraction of events that reach the host late; late_delay_s: by how much.
+        wrap_at_reset: the counter wraps just before each ``reset_timestamp`` and its
+            ``TimestampWrapEvent`` reaches the host just after it.
 
     Raises:
         ParameterError: a setting outside its range (fractions 0..1, times finite and >= 0).
@@ -117,6 +119,7 @@ class TwinFaults:
     reconnect_after_s: float | None = 0.0
     late_fraction: float = 0.0
     late_delay_s: float = 0.0
+    wrap_at_reset: bool = False
 
     def __post_init__(self):
         runs = self.disconnect_runs
@@ -176,6 +179,7 @@ class TwinBoard:
         self.runs = 0
         self.last_run: TwinRun | None = None
         self.history: list[TwinRun] = []  # every run's ground truth, in order
+        self._pending: list = []  # (arrival s, event) in flight outside a run
         self._lost_routes = 0
         self._sim = TorchBackend(engine="fused")
         self._gone_at = self._back_at = math.inf
@@ -230,6 +234,8 @@ class TwinBoard:
 
     def reset_timestamp(self) -> None:
         self._reset_at = self.now_s
+        if self.faults.wrap_at_reset:  # the old counter wrapped just before: its wrap event is in flight
+            self._pending.append((self.now_s + self.noise.usb_latency_s, dyn.TimestampWrapEvent(0)))
 
     def stop_generator(self) -> None:
         pass
@@ -368,6 +374,7 @@ class TwinBoard:
         last_wrap = int(math.floor((end - self._reset_at) * 1e6)) // period
         for w in range(first_wrap, last_wrap + 1):
             timed.append((self._reset_at + w * period * 1e-6 + nz.usb_latency_s, dyn.TimestampWrapEvent(0)))
+        timed, self._pending = self._pending + timed, []
         timed = [te for te in timed if te[0] < self._gone_at]  # the device vanished: the rest never arrives
         timed.sort(key=lambda te: te[0])
         return timed, keep, late

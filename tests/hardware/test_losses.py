@@ -116,3 +116,13 @@ def test_a_device_that_stays_away_is_given_up_after_the_timeout():
     with pytest.raises(BoardRunError, match="no longer connected"):
         backend.run(exp)
     assert 2.0 <= backend.twin.now_s - t0 < 6.0
+
+
+@pytest.mark.parametrize("bits", [20, 31, 32])
+def test_a_wrap_event_right_after_the_reset_does_not_shift_the_spikes(bits):
+    exp = small_experiment(n_steps=3000)
+    options = {"board_options": {"timestamp_bits": bits}}
+    clean = twin_backend(**options).run(exp)
+    rec = twin_backend(faults=TwinFaults(wrap_at_reset=True), **options).run(exp)
+    assert _sets(rec) == _sets(clean) and rec.spike_time.size > 50
+    assert rec.metadata["board"]["epochs"][0]["n_ignored_wraps"] == 1
