@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "atomic_hdf5"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -35,6 +35,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_hdf5(path: str | os.PathLike, fill: Callable) -> Path:
+    """Write an HDF5 file atomically: ``fill(h5py.File)`` writes a temporary file in the
+    target's folder, which is flushed to disk and renamed over ``path``."""
+    import h5py
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

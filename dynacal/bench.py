@@ -83,13 +83,12 @@ def bench_scale(n_neurons: int, n_steps: int, repeat: int) -> list[dict]:
     t_ref = None
     if _have_brian2():
         from .backends.brian2_ref import Brian2Backend
-        from .params import Params
         b2 = Brian2Backend("cpp_standalone")
         t0 = time.perf_counter()
         b2.run(exp)  # builds (compiles) and runs once
         t_first = time.perf_counter() - t0
         # Other parameter values: the compiled binary is rerun with run_args, no compile.
-        p2 = exp.network.params(Params.from_values(Iampa_w0="90 pA"))
+        p2 = exp.network.params({"Iampa_w0": "90 pA"})
         t0 = time.perf_counter()
         b2.run(exp, p2)
         t_ref = time.perf_counter() - t0
@@ -112,7 +111,6 @@ def bench_batch(n_sets: int, n_neurons: int, n_steps: int, scale_row: dict) -> l
 
 def bench_gradient(n_neurons: int, n_steps: int) -> list[dict]:
     """Forward + backward (eager, surrogate) vs the plain eager forward loop without grad."""
-    from .params import Params
     exp = scale_experiment(n_neurons, n_steps, seed=3)
     eager = TorchBackend(engine="eager")
     with torch.no_grad():
@@ -121,7 +119,7 @@ def bench_gradient(n_neurons: int, n_steps: int) -> list[dict]:
     def forward_backward():
         w0 = torch.full((1, n_neurons), 100e-12, dtype=torch.float64, requires_grad=True)
         tau = torch.full((1, n_neurons), 5e-12, dtype=torch.float64, requires_grad=True)
-        rec = eager.run(exp, exp.network.params(Params.from_values(Iampa_w0=w0, Isoma_dpi_tau=tau)), record=["Isoma_mem"],
+        rec = eager.run(exp, exp.network.params({"Iampa_w0": w0, "Isoma_dpi_tau": tau}), record=["Isoma_mem"],
                         record_every=10)
         loss = rec.raster.sum() + torch.log(rec.traces["Isoma_mem"]).mean()
         loss.backward()
@@ -186,18 +184,40 @@ def bench_jit_warmup() -> list[dict]:
     return rows
 
 
-def run_benchmarks(quick: bool = False) -> list[dict]:
-    """Run every case; ``quick`` shrinks the sizes (for CI smoke runs)."""
+def run_benchmarks(quick: bool = False, progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+    """Run every case; ``quick`` shrinks the sizes (for CI smoke runs).
+
+    Args:
+        quick: small sizes (about a minute in all, most of it Brian2's compile).
+        progress: called as ``progress(case, done, total)`` before each case and once at
+            the end with ``case = ""`` (the CLI draws a progress bar from it).
+
+    Returns:
+        One record per measurement (``format_table`` prints them).
+    """
     torch.manual_seed(0)
-    rows = bench_jit_warmup()
-    rows += bench_seed(repeat=20 if quick else 100)
     n, steps = (2000, 2000) if quick else (10_000, 10_000)
-    scale = bench_scale(n, steps, repeat=1 if quick else 3)
-    rows += scale
-    fused_row = [r for r in scale if r["backend"] == "torch fused"][0]
-    rows += bench_batch(64 if quick else 256, 256, 2000 if quick else 10_000, fused_row)
-    rows += bench_gradient(256, 500 if quick else 5000)
-    rows += bench_memory(n, steps)
+    n_sets, batch_steps = (64, 2000) if quick else (256, 10_000)
+    grad_steps = 500 if quick else 5000
+    rows: list[dict] = []
+
+    def batch() -> list[dict]:  # its ratio is against the fused scale case measured just before
+        fused = [r for r in rows if r["name"] == f"scale {n}" and r["backend"] == "torch fused"][0]
+        return bench_batch(n_sets, 256, batch_steps, fused)
+
+    cases = [("jit warm-up", bench_jit_warmup),
+             ("seed", lambda: bench_seed(repeat=20 if quick else 100)),
+             (f"scale {n}x{steps}", lambda: bench_scale(n, steps, repeat=1 if quick else 3)),
+             (f"batch {n_sets}x256x{batch_steps}", batch),
+             (f"gradient 256x{grad_steps}", lambda: bench_gradient(256, grad_steps)),
+             (f"memory {n}x{steps}", lambda: bench_memory(n, steps))]
+    for k, (label, case) in enumerate(cases):
+        if progress:
+            progress(label, k, len(cases))
+        log.info("bench: %s", label)
+        rows += case()
+    if progress:
+        progress("", len(cases), len(cases))
     return rows
 
 

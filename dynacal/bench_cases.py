@@ -129,9 +129,9 @@ def batch_experiment(n_sets: int = 256, n_neurons: int = 256, n_steps: int = 10_
     """
     exp = scale_experiment(n_neurons, n_steps, rate_hz, seed, dt)
     rng = np.random.default_rng(seed + 2)
-    p = exp.network.params(Params.from_values({
+    p = exp.network.params({
         "Isoma_dpi_tau": rng.uniform(2e-12, 10e-12, (n_sets, 1)),
         "Iampa_w0": rng.uniform(50e-12, 200e-12, (n_sets, 1)),
         "Isoma_ahp_w": rng.uniform(0.5e-12, 2e-12, n_neurons),
-    }, dtype=dtype), dtype=dtype)
+    }, dtype=dtype)
     return exp, p

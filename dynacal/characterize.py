@@ -3,7 +3,9 @@
 :func:`characterize` runs protocols on one backend in the lab order (``protocols.ORDER``),
 and writes into ``out``:
 
-- ``<protocol>.h5``: the Recording of each protocol (replayable: ``replay:OUT``);
+- ``<protocol>.h5``: the Recording of each protocol (replayable: ``replay:OUT``; a protocol
+  given by name on a replay backend is run with the settings and experiment of its
+  recording there, so recordings made with non-default settings characterise too);
 - ``features.csv``: one row per parameter set and neuron (``set``, ``core``, ``neuron_id``),
   one column per feature, ``<protocol>.<feature>`` for (B, N) features and
   ``<protocol>.<feature>[<label>]`` for each entry of (B, N, K) ones (``axis_labels``); SI
@@ -29,8 +31,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ._files import atomic_write
+from .errors import ParameterError, RecordingError
+from .experiment import Experiment
 from .params import Params
-from .protocols import ORDER, Protocol, get_protocol, layout
+from .protocols import ORDER, Protocol, get_protocol
 from .recording import Recording
 
 __all__ = ["characterize", "parse_protocols", "features_table"]
@@ -70,14 +74,18 @@ def characterize(backend, protocols: Sequence[str | Protocol], out: str | os.Pat
         the wall time of each protocol's run and feature extraction (not the file writing).
     """
     out = Path(out)
-    objects = [get_protocol(p) if isinstance(p, str) else p for p in protocols]
-    objects.sort(key=lambda p: ORDER.index(p.name) if p.name in ORDER else len(ORDER))
+    plans = [_plan(backend, p, neurons) for p in protocols]
+    plans.sort(key=lambda pe: ORDER.index(pe[0].name) if pe[0].name in ORDER else len(ORDER))
+    objects = [p for p, _ in plans]
+    if len({e.network.n_neurons for _, e in plans}) > 1:
+        raise ParameterError(f"the recordings measure different neurons ({[e.network.n_neurons for _, e in plans]}); "
+                             f"characterise them one protocol at a time.")
     features, recordings, files, wall = {}, {}, [], {}
-    for k, protocol in enumerate(objects):
+    for k, (protocol, experiment) in enumerate(plans):
         if progress:
             progress(protocol.name, k, len(objects))
         start = time.perf_counter()
-        rec = protocol.run(backend, neurons, params)
+        rec = protocol.run_experiment(backend, experiment, params)
         features[protocol.name] = protocol.features(rec)
         wall[protocol.name] = time.perf_counter() - start  # run and features
         recordings[protocol.name] = rec
@@ -86,11 +94,38 @@ def characterize(backend, protocols: Sequence[str | Protocol], out: str | os.Pat
                  rec.n_neurons, rec.spike_step.size, wall[protocol.name])
     if progress:
         progress("", len(objects), len(objects))
-    text = features_table(features, {p.name: p for p in objects}, layout(neurons))
+    text = features_table(features, {p.name: p for p in objects}, plans[0][1].network if plans else None)
     files.append(atomic_write(out / "features.csv", lambda fh: fh.write(text.encode())))
     if figures and objects:
         files += _figures(out, {p.name: p for p in objects}, features, recordings)
     return {"features": features, "files": files, "wall_s": wall}
+
+
+def _plan(backend, protocol: str | Protocol, neurons) -> tuple[Protocol, Experiment]:
+    """The protocol and the experiment to run: a name on a replay backend gets the settings
+    and experiment of its recording there (``_recorded``), else the protocol's own."""
+    if isinstance(protocol, str):
+        protocol, experiment = _recorded(backend, protocol) or (get_protocol(protocol), None)
+        if experiment is not None:
+            return protocol, experiment
+    return protocol, protocol.experiment(neurons)
+
+
+def _recorded(backend, name: str) -> tuple[Protocol, Experiment | None] | None:
+    """On a replay backend: the protocol ``name`` with the settings of its recording there,
+    and the recording's experiment (None for a v1 file); None when it holds none."""
+    found = sorted((path, meta) for entries in (getattr(backend, "index", None) or {}).values()
+                   for path, meta in entries if (meta.get("protocol") or {}).get("name") == name)
+    if not found:
+        return None
+    path, meta = found[0]
+    if len(found) > 1:
+        log.info("characterize: %d recordings of %s; using %s", len(found), name, path)
+    try:
+        experiment = Experiment.load(path)
+    except RecordingError:  # a v1 file: rebuilt from the recorded settings
+        experiment = None
+    return get_protocol(meta["protocol"]), experiment
 
 
 def features_table(features: Mapping[str, Mapping[str, np.ndarray]], protocols: Mapping[str, Protocol],
@@ -111,7 +146,7 @@ def features_table(features: Mapping[str, Mapping[str, np.ndarray]], protocols: 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["set", "core", "neuron_id"] + columns)
-    batch = values[0].shape[0] if values else 0
+    batch = values[0].shape[0] if values and neurons is not None else 0
     for b in range(batch):
         for n in range(neurons.n_neurons):
             cells = ["" if not np.isfinite(v[b, n]) else f"{float(v[b, n]):.10g}" for v in values]

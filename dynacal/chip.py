@@ -141,29 +141,38 @@ class Network:
                     f"limit of {FAN_IN} CAM entries by {int(fan_in[worst]) - FAN_IN}; lower the weights, "
                     f"or pass enforce_limits=False for a pure simulation.")
 
-    def params(self, base: Params | None = None, *, dtype=torch.float64, device="cpu") -> Params:
-        """Parameters of this network: defaults (or ``base``), then the per-core biases,
-        then per-neuron values. Values shared by every neuron stay scalars."""
-        base = base if base is not None else Params.from_values(dtype=dtype, device=device)
-        names = set(self.neuron_values)
-        for biases in self.core_biases.values():
-            names.update(biases)
-        if not names:
-            return base
-        updates = {}
-        b, _ = base.shape
-        for name in sorted(names):
-            current = getattr(base, name).detach()
-            values = current.expand(b, self.n_neurons).clone() if current.shape[-1] == 1 else current.clone()
-            for core, biases in self.core_biases.items():
-                if name in biases:
-                    values[:, torch.as_tensor(self.core == core)] = float(biases[name])
-            if name in self.neuron_values:
-                per = torch.as_tensor(self.neuron_values[name], dtype=values.dtype)
-                set_ = ~torch.isnan(per)
-                values[:, set_] = per[set_].to(values.device)
-            updates[name] = values
-        return base.replace(**updates)
+    def params(self, candidates: Mapping[str, Any] | None = None, *, layers=None, base: Params | None = None,
+               dtype=torch.float64, device="cpu") -> Params:
+        """The parameters this network runs with, in the one order of :mod:`dynacal.params`:
+        table defaults, a calibration's core values (``layers``), this network's core biases,
+        the calibration's mismatch factors, this network's per-neuron values, then the
+        caller's ``candidates``, which always win.
+
+        Args:
+            candidates: the values you set, name -> a scalar or string with unit, (N,),
+                (B, N), (B, 1), or per core ``{core: value or (B,) values}`` (core as
+                ``5``, ``"Core_5"`` or ``(chip, core)``).
+            layers: a :class:`~dynacal.layers.ChipLayers` (what a calibration found).
+            base: deprecated (a warning says so): a Params that replaces the table defaults
+                only; pass the values you set as ``candidates`` instead.
+            dtype, device: of every tensor.
+
+        Returns:
+            :class:`Params` (B|1, N|1); names no layer sets stay scalars; candidate tensors
+            keep their gradients.
+
+        Raises:
+            ParameterError: unknown names (closest match first), wrong shapes, NaN, values
+                in the wrong unit, per-core values for a core this network does not use.
+
+        >>> chip = Chip()
+        >>> _ = chip.get_neurons(2, "Core_0")
+        >>> chip.set_bias({"Isoma_th": "2 nA"}, "Core_0")
+        >>> chip.network().params({"Isoma_th": [1e-9, 3e-9]}).Isoma_th.tolist()
+        [[1e-09, 3e-09]]
+        """
+        from .layers import network_params  # layers imports this module
+        return network_params(self, candidates, layers=layers, base=base, dtype=dtype, device=device)
 
 
 class NeuronGroup:

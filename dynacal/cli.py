@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynacal", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("compare", help="run the seed experiment on several backends and compare them",
@@ -63,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="precision of the torch simulator (Brian2 always runs float64)")
     c.add_argument("--backends", default=None,
                    help="comma-separated backends, first one is the reference for the comparison (default "
-                   "torch,brian2; brian2 is skipped with a note when it is not installed)")
+                   "torch,brian2; brian2 is skipped with a note when it is not installed); any of: "
+                   + _BACKEND_HELP)
     c.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the torch simulator")
+    _add_substeps(c)
     c.add_argument("--inputs", default=None, metavar="FILE.npz",
                    help="use a recorded input raster instead of Poisson inputs: keys input_spikes (uint8, (4, T), "
                    "rows nmda, ampa, gaba_a, gaba_b), dt (s), optional weights (4,) and Isoma_const (A)")
@@ -77,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                        "backend, in the lab order, and write each Recording (<protocol>.h5), a features table "
                        "(features.csv: one row per neuron, SI units) and figures (fi.png, kernels.png, "
                        "rate_transfer.png, raster.png) to --out.")
-    h.add_argument("--backend", default="torch",
-                   help="torch (default), torch:eager, brian2, or replay:DIR to read recordings made before")
+    h.add_argument("--backend", default="torch", help="the backend (default torch): " + _BACKEND_HELP)
+    _add_substeps(h)
     h.add_argument("--protocol", default="all",
                    help="comma-separated protocols: fi,refractory,adaptation,kernels,rate_transfer,heldout "
                    "(default all)")
@@ -96,6 +99,38 @@ def _parser() -> argparse.ArgumentParser:
     b.set_defaults(run=_bench)
     _add_board(sub)
     return parser
+
+
+# --- options shared by compare and characterize ------------------------------------------
+
+_BACKEND_HELP = ("torch, torch:eager, torch:fused, brian2, brian2:cpp_standalone, replay:DIR (recordings "
+                 "made before), twin or twin:SERIAL (the twin board: a simulated chip behind a fake samna), "
+                 "board (a Dynap-SE1 dev kit through samna); twin and board measure spikes only")
+
+
+def _version() -> str:
+    from . import __version__  # noqa: PLC0415  (the package is imported by now)
+
+    return f"dynacal {__version__} (Python {sys.version.split()[0]})"
+
+
+def _add_substeps(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--substeps", type=int, default=None, metavar="N",
+                   help="Euler sub-steps per step of the torch simulator (default 1, Brian2-exact); raise it when "
+                   "a warning says forward Euler is unstable and names the substeps that are safe")
+
+
+def _substeps(args: argparse.Namespace, specs: Sequence[str]) -> int | None:
+    """``--substeps``, checked: None when not given; it needs a torch backend among ``specs``."""
+    if args.substeps is None:
+        return None
+    if args.substeps < 1:
+        raise ParameterError(f"--substeps {args.substeps} must be an integer >= 1 (1 is Brian2-exact), e.g. "
+                             f"--substeps 4.")
+    if not any(s.partition(":")[0] == "torch" for s in specs):
+        raise ParameterError(f"--substeps applies to the torch simulator, not to {', '.join(specs)}; run "
+                             f"torch or drop --substeps.")
+    return args.substeps
 
 
 # --- compare ----------------------------------------------------------------------------
@@ -151,6 +186,7 @@ def _compare(args: argparse.Namespace) -> int:
     from . import compare as cmp  # noqa: PLC0415  (keeps `import dynacal.cli` light)
 
     specs, explicit = _backends(args.backends)
+    substeps = _substeps(args, specs) or 1
     weights = _weights(args.weights) if args.weights is not None else None
     if args.inputs is not None:
         given = [f"--{k}" for k in ("seed", "duration", "rate") if getattr(args, k) is not None]
@@ -171,7 +207,7 @@ def _compare(args: argparse.Namespace) -> int:
     stim = experiment.stimulus
     print(f"dynacal compare: {experiment.name}: {format_quantity(experiment.duration, 's')} at dt = "
           f"{format_quantity(experiment.dt, 's')} ({experiment.n_steps} steps), {stim.steps.size} input spikes; "
-          f"torch in {args.dtype} on {args.device}")
+          f"torch in {args.dtype} on {args.device}" + (f", {substeps} substeps" if substeps > 1 else ""))
     def progress(label: str, run) -> None:
         if run is None:
             print(f"  running {label} ...", end="", flush=True)
@@ -180,7 +216,8 @@ def _compare(args: argparse.Namespace) -> int:
         print(f" first run {run.first_wall_s:.3f} s, warm run {run.wall_s:.4f} s, "
               f"{run.recording.spike_step.size} spikes{note}", flush=True)
 
-    runs = cmp.compare(specs, experiment, dtype=args.dtype, device=args.device, progress=progress)
+    runs = cmp.compare(specs, experiment, dtype=args.dtype, device=args.device, progress=progress,
+                       substeps=substeps)
     print("  (wall times; the first run includes code generation, compilation and JIT)")
     labels = list(runs)
     agreements = [cmp.agreement(runs[labels[0]].recording, runs[b].recording, labels=(labels[0], b))
@@ -193,7 +230,7 @@ def _compare(args: argparse.Namespace) -> int:
     from . import plots  # noqa: PLC0415  (matplotlib only when figures are made)
 
     info = {"command": "dynacal compare", "argv": sys.argv[1:], "experiment": experiment.summary(),
-            "dtype": args.dtype, "device": args.device, "inputs": args.inputs}
+            "dtype": args.dtype, "device": args.device, "substeps": substeps, "inputs": args.inputs}
     written = cmp.save_results(runs, agreements, args.out, info)
     traced = _traced(runs)
     if traced:
@@ -245,7 +282,8 @@ def _characterize(args: argparse.Namespace) -> int:
 
     names = ch.parse_protocols(args.protocol)
     n = layout(args.neurons).n_neurons
-    backend = get_backend(args.backend)
+    substeps = _substeps(args, [args.backend])
+    backend = get_backend(args.backend, **({"substeps": substeps} if substeps is not None else {}))
     print(f"dynacal characterize: {', '.join(names)} on {n} neurons ({args.neurons}), backend {args.backend}")
     with tqdm(total=len(names), unit="protocol", file=sys.stderr) as bar:
         def progress(name: str, done: int, total: int) -> None:
@@ -274,7 +312,8 @@ def _bench(args: argparse.Namespace) -> int:
               "dynacal.bench is missing). Update dynacal from a checkout that has dynacal/bench.py "
               "(pip install -e .), or run the scripts under benchmarks/ directly.", file=sys.stderr)
         return 2
-    records = bench.run_benchmarks(quick=args.quick)
+    with _CaseBar("case") as progress:
+        records = bench.run_benchmarks(quick=args.quick, progress=progress)
     # the benchmark module knows its columns best; a generic table otherwise
     print(bench.format_table(records) if hasattr(bench, "format_table") else _table(records))
     if args.json:
@@ -284,6 +323,30 @@ def _bench(args: argparse.Namespace) -> int:
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
         print(f"wrote {args.json}")
     return 0
+
+
+class _CaseBar:
+    """A tqdm bar on stderr driven by ``progress(name, done, total)`` callbacks: it
+    appears at the first call (when the total is known) and names the case that runs."""
+
+    def __init__(self, unit: str):
+        self.unit, self.bar = unit, None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr)
+        self.bar.n = done
+        self.bar.set_description(name or "done")
+        self.bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _table(records: list[dict[str, Any]]) -> str:

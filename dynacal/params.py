@@ -13,6 +13,29 @@ tensor of shape ``(B or 1, N or 1)`` that broadcasts to ``(B, N)``.
 >>> p = Params.from_values({"Isoma_th": "2 nA"})
 >>> float(p.Isoma_th)
 2e-09
+
+The order of parameters
+-----------------------
+The parameters a network runs with are built in one place,
+:meth:`Network.params <dynacal.chip.Network.params>` (implemented in :mod:`dynacal.layers`),
+from six layers. Each layer replaces, for the neurons and names it covers, what the layers
+below it gave; the fourth multiplies instead:
+
+1. the table defaults (``PARAMETERS``);
+2. a calibration's core values (``ChipLayers.core_values``): what this chip's bias codes
+   give, one value per global core (chip * 4 + core);
+3. the network's core biases (``Chip.set_bias``);
+4. the calibration's per-neuron mismatch factors (``ChipLayers.mismatch``), keyed by the
+   physical neuron (global core, neuron id): value = core value x factor, whatever layer
+   gave the core value, as on silicon, so changing a core bias keeps each neuron's mismatch;
+5. the network's per-neuron values (``NeuronGroup.set_states``);
+6. the caller's candidates, ``{name: value}``: a scalar, per neuron ``(N,)``, batched
+   ``(B, N)`` / ``(B, 1)``, or per core ``{core: value or (B,) values}``. The caller's
+   values always win: a candidate is the value the neuron runs with (no factor applied).
+
+A calibration's layers cover the neurons it measured; neurons of other cores keep the
+layers below. A backend given a ``Params`` runs it as it is; ``params=None`` means
+``network.params()``.
 """
 
 from __future__ import annotations
@@ -122,6 +145,8 @@ def _to_tensor(name: str, value: Value, dtype, device) -> torch.Tensor:
     spec = PARAMETERS[name]
     if isinstance(value, str):
         value = parse_quantity(value, spec.unit, name=name)
+    elif isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
+        value = [parse_quantity(v, spec.unit, name=name) if isinstance(v, str) else v for v in value]
     if isinstance(value, torch.Tensor):
         t = value.to(device=device, dtype=dtype)
     else:
@@ -140,7 +165,9 @@ def _to_tensor(name: str, value: Value, dtype, device) -> torch.Tensor:
     return t
 
 
-def _check(name: str, t: torch.Tensor) -> None:
+def _check(name: str, t: torch.Tensor, *, warn: bool = True) -> None:
+    """Raise ParameterError for NaN, negative or wrong-unit values; log a warning for values
+    outside the plausible range unless ``warn`` is False (values measured on a chip)."""
     spec = PARAMETERS[name]
     v = t.detach()
     unit = spec.unit or "(dimensionless)"
@@ -161,7 +188,7 @@ def _check(name: str, t: torch.Tensor) -> None:
     if spec.unit == "" and vmax > spec.high * 100:
         raise ParameterError(f"{name} = {vmax:g} is far outside the plausible range "
                              f"{spec.low:g}..{spec.high:g}.")
-    if vmin < spec.low and not (vmin == 0 and not spec.positive) or vmax > spec.high:
+    if warn and (vmin < spec.low and not (vmin == 0 and not spec.positive) or vmax > spec.high):
         log.warning("%s spans %s..%s, outside the plausible range %s..%s", name,
                     format_quantity(vmin, spec.unit), format_quantity(vmax, spec.unit),
                     format_quantity(spec.low, spec.unit), format_quantity(spec.high, spec.unit))

@@ -176,10 +176,10 @@ def kernels_figure(rec: Recording, protocol, features: Mapping[str, np.ndarray],
     indices)."""
     fig = _new_figure(figsize)
     axes = fig.subplots(2, 2).ravel()
-    events = protocol.event_steps()
+    events = protocol.event_lists()
     for ax, (k, syn) in zip(axes, enumerate(protocol.synapses)):
         name = {"nmda": "Inmda", "ampa": "Iampa", "gaba_a": "Igaba_a", "gaba_b": "Igaba_b"}[syn]
-        i0 = (events[0, k] + 1) // rec.trace_every
+        i0 = (events[k][0] + 1) // rec.trace_every
         span = int(protocol.fit_span / (rec.dt * rec.trace_every)) + 1
         t = np.arange(span) * rec.trace_every * rec.dt
         for j, n in enumerate(neurons):

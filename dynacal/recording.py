@@ -5,12 +5,25 @@ dt), the board produces times (step = the step the time falls in); both views ar
 Traces are the state at the *start* of each recorded step, shape ``(T_rec, B, R)`` for R
 recorded neurons, sampled every ``trace_every`` steps.
 
-File schema (version 1), written atomically (temporary file, then rename)::
+A recording carries the :class:`~dynacal.experiment.Experiment` it ran (``experiment``),
+so that a target recorded elsewhere can be simulated again, and the per-(set, neuron) mask
+of Euler-unstable runs (``unstable``), so that a fitter can drop or penalise those sets. Its
+``batch`` sets are B candidates x L conditions, set ``b * L + l`` (``n_candidates``,
+``n_conditions``).
 
-    /            attrs: schema_version, backend, dt, n_steps, batch, n_neurons, trace_every,
-                        metadata (JSON)
+File schema (version 2), written atomically (temporary file, then rename)::
+
+    /            attrs: schema_version (2), backend, dt, n_steps, batch, n_neurons,
+                        trace_every, metadata (JSON)
     /spikes/     batch, neuron, step (int64, K), time (float64, K, s)
     /traces/     one float64 dataset (T_rec, B, R) per state name (A); attrs: neurons (R,)
+    /unstable    bool (B, N): Euler-unstable (set, neuron); absent when not known (board)
+    /experiment/ the whole experiment (``dynacal._experiment_io`` documents the group):
+                 network, stimulus, condition stimuli, conditions, dt, n_steps, protocol,
+                 name; absent for a recording built without one
+
+Version 1 files (no ``/unstable``, no ``/experiment``) still load, with ``experiment`` and
+``unstable`` None; :meth:`Recording.require_experiment` says how to re-record them.
 """
 
 from __future__ import annotations
@@ -18,19 +31,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from ._files import atomic_hdf5
 from .errors import RecordingError, unknown_name
 from .params import STATE_NAMES
 
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
 __all__ = ["Recording", "SCHEMA_VERSION", "check_record"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def check_record(record) -> tuple[str, ...]:
@@ -64,6 +81,9 @@ class Recording:
             versions, wall time).
         raster: (T, B, N) float spikes with surrogate gradients, only from a
             differentiable run; never saved.
+        experiment: the Experiment that ran (None for a version 1 file).
+        unstable: bool (B, N), the (set, neuron) runs where forward Euler went unstable (a
+            current negative or non-finite); None where not known (the board, v1 files).
     """
 
     backend: str
@@ -80,6 +100,55 @@ class Recording:
     trace_every: int = 1
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     raster: torch.Tensor | None = None
+    experiment: "Experiment | None" = None
+    unstable: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.unstable is not None:
+            u = self.unstable
+            u = np.asarray(u.detach().cpu() if isinstance(u, torch.Tensor) else u, dtype=bool)
+            if u.shape != (self.batch, self.n_neurons):
+                raise RecordingError(f"unstable has shape {u.shape}; expected (batch, n_neurons) = "
+                                     f"{(self.batch, self.n_neurons)}.")
+            self.unstable = u
+
+    def __repr__(self) -> str:
+        exp = self.experiment
+        what = (f"experiment {exp.name or '(unnamed)'!r} {exp.content_hash()[:12]}" if exp is not None
+                else "no experiment")
+        sets = (f"{self.batch} sets = {self.n_candidates} x {self.n_conditions} conditions"
+                if self.n_conditions > 1 else f"{self.batch} sets")
+        traces = f", traces {sorted(self.traces)} of {self.trace_neurons.size} neurons" if self.traces else ""
+        bad = f", {int(self.unstable.sum())} unstable" if self.unstable is not None and self.unstable.any() else ""
+        return (f"Recording({self.backend!r}: {sets}, {self.n_neurons} neurons, {self.n_steps} steps of "
+                f"{self.dt:g} s, {self.spike_step.size} spikes{traces}{bad}; {what})")
+
+    @property
+    def n_conditions(self) -> int:
+        """L, the conditions of its experiment (1 without an experiment)."""
+        return 1 if self.experiment is None else self.experiment.n_conditions
+
+    @property
+    def n_candidates(self) -> int:
+        """B, the candidate parameter sets: ``batch // n_conditions``."""
+        return self.batch // self.n_conditions
+
+    def require_experiment(self) -> "Experiment":
+        """The experiment of this recording.
+
+        Raises:
+            RecordingError: it has none (a version 1 file, or a recording built by hand),
+                with how to get one.
+        """
+        if self.experiment is None:
+            source = self.metadata.get("replayed_from", {}).get("path") or self.metadata.get("path")
+            where = f" ({source})" if source else ""
+            raise RecordingError(
+                f"this {self.backend!r} recording{where} does not hold its experiment (a schema version 1 "
+                f"file, or built without experiment=), so it cannot be simulated again. Re-record it with "
+                f"this dynacal (protocol.run(backend).save(path), or recordings/make_recordings.py for the "
+                f"shipped ones), or pass the experiment: Recording(..., experiment=exp).")
+        return self.experiment
 
     @classmethod
     def from_steps(cls, backend: str, dt: float, n_steps: int, batch: int, n_neurons: int,
@@ -151,35 +220,26 @@ class Recording:
     # --- files -------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write to HDF5 atomically: a crash never leaves a half-written file at ``path``."""
-        import h5py
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["schema_version"] = SCHEMA_VERSION
-                for key in ("backend", "dt", "n_steps", "batch", "n_neurons", "trace_every"):
-                    f.attrs[key] = getattr(self, key)
-                f.attrs["metadata"] = json.dumps(self.metadata, default=_json_default)
-                g = f.create_group("spikes")
-                for key in ("batch", "neuron", "step", "time"):
-                    g.create_dataset(key, data=getattr(self, f"spike_{key}"), compression="gzip")
-                g = f.create_group("traces")
-                g.attrs["neurons"] = np.asarray(self.trace_neurons, dtype=np.int64)
-                for name, value in self.traces.items():
-                    g.create_dataset(name, data=value.detach().cpu().double().numpy(), compression="gzip")
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give the usual mode
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Write to HDF5 (schema 2) atomically: a crash never leaves a half-written file at ``path``."""
+        from ._experiment_io import write_group
+
+        def fill(f):
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            for key in ("backend", "dt", "n_steps", "batch", "n_neurons", "trace_every"):
+                f.attrs[key] = getattr(self, key)
+            f.attrs["metadata"] = json.dumps(self.metadata, default=_json_default)
+            g = f.create_group("spikes")
+            for key in ("batch", "neuron", "step", "time"):
+                g.create_dataset(key, data=getattr(self, f"spike_{key}"), compression="gzip")
+            g = f.create_group("traces")
+            g.attrs["neurons"] = np.asarray(self.trace_neurons, dtype=np.int64)
+            for name, value in self.traces.items():
+                g.create_dataset(name, data=value.detach().cpu().double().numpy(), compression="gzip")
+            if self.unstable is not None:
+                f.create_dataset("unstable", data=np.asarray(self.unstable, dtype=bool))
+            if self.experiment is not None:
+                write_group(f, self.experiment)
+        return atomic_hdf5(path, fill)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Recording":
@@ -201,21 +261,30 @@ class Recording:
             version = f.attrs.get("schema_version")
             if version is None:
                 raise RecordingError(f"{str(path)!r} is HDF5 but not a dynacal recording (no schema_version).")
-            if int(version) != SCHEMA_VERSION:
+            if int(version) not in READABLE_VERSIONS:
                 raise RecordingError(f"{str(path)!r} has schema version {int(version)}; this dynacal reads "
-                                     f"version {SCHEMA_VERSION}. Upgrade dynacal or convert the file.")
+                                     f"versions {READABLE_VERSIONS}. Upgrade dynacal or convert the file.")
+            if "spikes" not in f and "experiment" in f:
+                raise RecordingError(f"{str(path)!r} holds an experiment, not a recording; read it with "
+                                     f"Experiment.load.")
             try:
                 attrs = {k: f.attrs[k] for k in ("backend", "dt", "n_steps", "batch", "n_neurons", "trace_every")}
                 spikes = {k: f["spikes"][k][()] for k in ("batch", "neuron", "step", "time")}
                 traces = {name: torch.as_tensor(ds[()]) for name, ds in f["traces"].items()}
                 neurons = np.asarray(f["traces"].attrs["neurons"], dtype=np.int64)
                 metadata = json.loads(f.attrs["metadata"])
+                unstable = f["unstable"][()] if "unstable" in f else None
             except (KeyError, OSError, ValueError) as exc:
                 raise RecordingError(f"{str(path)!r} is damaged: {exc}. Re-record it or restore it from a copy.") from exc
+            experiment = None
+            if "experiment" in f:
+                from ._experiment_io import read_group
+                experiment = read_group(f["experiment"], repr(str(path)))
         rec = cls(str(attrs["backend"]), float(attrs["dt"]), int(attrs["n_steps"]), int(attrs["batch"]),
                   int(attrs["n_neurons"]), spikes["batch"].astype(np.int64), spikes["neuron"].astype(np.int64),
                   spikes["step"].astype(np.int64), spikes["time"].astype(np.float64), traces, neurons,
-                  int(attrs["trace_every"]), metadata)
+                  int(attrs["trace_every"]), metadata, experiment=experiment,
+                  unstable=None if unstable is None else np.asarray(unstable, dtype=bool))
         rec._check_consistent(path)
         return rec
 
@@ -225,6 +294,13 @@ class Recording:
             raise RecordingError(f"{str(path)!r}: spike arrays have different lengths; the file is damaged.")
         if k and (self.spike_neuron.max() >= self.n_neurons or self.spike_batch.max() >= self.batch):
             raise RecordingError(f"{str(path)!r}: spike indices exceed the recorded sizes; the file is damaged.")
+        exp = self.experiment
+        if exp is not None and (exp.n_steps, exp.network.n_neurons) != (self.n_steps, self.n_neurons):
+            raise RecordingError(f"{str(path)!r}: its experiment has {exp.network.n_neurons} neurons x {exp.n_steps} "
+                                 f"steps but the recording {self.n_neurons} x {self.n_steps}; the file is damaged.")
+        if exp is not None and self.batch % exp.n_conditions:
+            raise RecordingError(f"{str(path)!r}: {self.batch} sets are not B candidates x its experiment's "
+                                 f"{exp.n_conditions} conditions; the file is damaged.")
 
 
 def _json_default(obj):

@@ -2,6 +2,8 @@
 
 - :mod:`.biasgen`: the bias DAC, (coarse, fine) codes <-> currents;
 - :mod:`.biasmap`: the 25 biases of a core <-> model parameters, bias files;
+- :mod:`.codemap`: bias codes per core <-> per-core parameters, ``ChipLayers`` and a
+  network's ``Params`` (the one mapping of the board, the twin and a calibration);
 - :mod:`.config` and :mod:`.fpga`: a Network and its stimulus -> board configuration and
   FPGA spike-generator events, with every chip limit checked;
 - :mod:`.samna_board`: the ``board`` backend (samna is imported only when it is used), with
@@ -17,6 +19,8 @@ The core (``dynacal``) never imports this package; the backend registry names it
 from .biasgen import BIAS_NAMES, BiasDAC, CodeResult
 from .biasmap import (BIAS_MAP, BiasConstants, BiasReport, BiasSetting, currents_to_params, export_biases,
                       import_biases, params_to_codes, params_to_currents)
+from .codemap import (codes_to_layers, codes_to_network_params, codes_to_params, core_codes_to_params, layers_to_codes,
+                      network_params_to_codes, params_to_core_values)
 from .config import BoardPlan, plan_network
 from .fpga import FpgaSchedule, schedule
 from .samna_board import BoardBackend, BoardRunError
@@ -25,5 +29,7 @@ from .twin import TwinBoard, TwinFaults, TwinNoise, twin_backend
 
 __all__ = ["BIAS_NAMES", "BiasDAC", "CodeResult", "BIAS_MAP", "BiasConstants", "BiasReport", "BiasSetting",
            "currents_to_params", "params_to_currents", "params_to_codes", "export_biases", "import_biases",
+           "core_codes_to_params", "codes_to_params", "codes_to_layers", "codes_to_network_params", "layers_to_codes",
+           "params_to_core_values", "network_params_to_codes",
            "BoardPlan", "plan_network", "FpgaSchedule", "schedule", "BoardBackend", "BoardRunError",
            "samna_status", "TwinBoard", "TwinFaults", "TwinNoise", "twin_backend"]

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from dynacal.backends.base import resolve_params
+from dynacal.backends.base import resolve_params, run_conditions
 from dynacal.errors import BoardError, DynacalError, ParameterError, RecordingError, unknown_name
 from dynacal.experiment import Experiment
 from dynacal.params import Params
@@ -213,6 +213,8 @@ class BoardBackend:
             BoardRunError: the device failed after ``retries`` (with the partial result), or
                 the losses exceeded ``max_loss_fraction`` with ``on_loss="raise"``.
         """
+        if experiment.condition_stimuli:  # L separate runs from the fresh state (dynacal.backends.base)
+            return run_conditions(self.run, experiment, params, record=record)
         names = check_record(record)  # "all" and "Isoma_mem" are names, not sequences of letters
         if names:
             raise ParameterError(f"the board measures spikes only; it cannot record traces {list(names)} (no analog "
@@ -403,4 +405,4 @@ class BoardBackend:
                           "sets": {str(i): results[i][2] for i in sorted(results)},
                           "losses": run.losses(), "epochs": run.epochs}}
         return Recording.from_times(self.name, run.experiment.dt, run.experiment.n_steps, b, run.plan.n_neurons,
-                                    sb, sn, st, metadata=meta)
+                                    sb, sn, st, metadata=meta, experiment=run.experiment)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynacal.errors import ParameterError
 from dynacal.params import PARAMETERS, Params
 
 from .biasgen import BiasDAC
 from .biasmap import MODEL_PARAMETERS, BiasConstants, BiasSetting, params_to_codes
+from .codemap import params_to_core_values
 from .config import BoardPlan
 
 __all__ = ["set_codes", "ignored_parameters"]
@@ -38,24 +38,8 @@ def set_codes(p: Params, i: int, plan: BoardPlan, dac: BiasDAC, constants: BiasC
         ParameterError: a bias-set parameter differs within a core (names the parameter,
             the core, the values and why), or a value the DAC cannot reach.
     """
-    per_core = {}
-    for chip, core in plan.cores:
-        where = np.flatnonzero((plan.chip == chip) & (plan.core == core))
-        values = {}
-        for name in MODEL_PARAMETERS:
-            t = getattr(p, name).detach().cpu().numpy()
-            v = t[min(i, t.shape[0] - 1)]
-            v = v[where] if v.size > 1 else v
-            if np.ptp(v) > 1e-9 * np.max(np.abs(v)):
-                hint = (" The stimulus DC sets it: give one DC per core (IF_DC_P is one bias per core)."
-                        if name == "Isoma_const" and dc else "")
-                raise ParameterError(
-                    f"{name} differs between the neurons of chip {chip} core {core} in parameter set {i} "
-                    f"({v.min():g}..{v.max():g} {PARAMETERS[name].unit}); the board sets one value per core "
-                    f"(per-neuron differences are the chip's mismatch).{hint}")
-            values[name] = float(v.reshape(-1)[0])
-        per_core[(chip, core)] = values
-    return params_to_codes(per_core, dac, constants)
+    cores = plan.chip * 4 + plan.core  # global cores: the one check of codemap.params_to_core_values
+    return params_to_codes(params_to_core_values(p, cores, i, dc=dc), dac, constants)
 
 
 def ignored_parameters(p: Params) -> list[str]:

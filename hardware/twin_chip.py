@@ -14,9 +14,13 @@ so a twin with the same serial is the same chip. What is drawn (defaults):
 - "hot" neurons: 3 per chip, with an extra DC of about 1.5 nA (log-normal sigma 0.3) added to
   ``Isoma_const``: they fire without input.
 
-:meth:`TwinChip.neuron_params` gives the model parameters the twin simulates for given
-neurons and bias codes. Derived values are clipped where the simulator refuses them (gains
-to 1e-2..1e4, refractory period to <= 0.9 s), as a real chip would saturate.
+The mapping from codes to parameters is the one of :mod:`.codemap` (the board's and a
+calibration's): :meth:`TwinChip.layers` is the chip as a :class:`~dynacal.layers.ChipLayers`
+(the core values its codes give through its own DAC and constants, and its mismatch
+factors), and :meth:`TwinChip.neuron_params` runs it through ``Network.params`` (the order of
+``dynacal.params``), then adds the hot neurons' DC. Derived values saturate where the
+simulator refuses them (``codemap.SATURATION``: gains 1e-2..1e4, refractory period
+<= 0.9 s), as a real chip would.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ import dataclasses
 import numpy as np
 import torch
 
-from dynacal.params import PARAMETERS, Params
+from dynacal.chip import Connections, Network
+from dynacal.layers import ChipLayers
+from dynacal.params import Params
 
 from .biasgen import BIAS_NAMES, DEFAULT_COARSE_CURRENTS, BiasDAC
-from .biasmap import BiasConstants, currents_to_params
+from .biasmap import BiasConstants
+from .codemap import core_codes_to_params
 
 __all__ = ["Mismatch", "TwinChip", "MISMATCHED"]
 
@@ -95,14 +102,24 @@ class TwinChip:
         Args:
             codes: int (25, 2) logical (coarse, fine) in ``BIAS_NAMES`` order.
         """
-        currents = self._dacs[(chip, core)].current(codes[:, 0], codes[:, 1], BIAS_NAMES)
-        values = currents_to_params(dict(zip(BIAS_NAMES, currents)), self._constants[chip])
-        out = {k: float(v) for k, v in values.items()}
-        for name in out:
-            if name.startswith("alpha_"):
-                out[name] = min(max(out[name], 1e-2), 1e4)
-        out["soma_refP"] = min(out["soma_refP"], 0.9)
-        return out
+        return core_codes_to_params(codes, self._dacs[(chip, core)], self._constants[chip], saturate=True,
+                                    where=f"twin chip {chip} core {core}")
+
+    def layers(self, codes: np.ndarray, cores=None) -> ChipLayers:
+        """This chip under ``codes`` as a calibration would ideally find it (ground truth).
+
+        Args:
+            codes: int (n_chips, 4, 25, 2) logical bias codes per chip and core.
+            cores: the global cores (chip * 4 + core) to include (default: all).
+
+        Returns:
+            :class:`~dynacal.layers.ChipLayers`: the core values the codes give and the
+            per-neuron mismatch factors (the hot neurons' extra DC is not a layer).
+        """
+        cores = range(self.n_chips * 4) if cores is None else sorted({int(c) for c in cores})
+        values = {g: self.core_params(*divmod(g, 4), np.asarray(codes[g // 4, g % 4])) for g in cores}
+        mismatch = {name: {g: f[g // 4, g % 4] for g in cores} for name, f in self._factors.items()}
+        return ChipLayers(values, mismatch, name=f"twin chip, {self.n_chips} chips")
 
     def neuron_params(self, ids: np.ndarray, codes: np.ndarray, *, dtype=torch.float64) -> Params:
         """The parameters the chip runs for some neurons (what the twin simulates).
@@ -115,22 +132,12 @@ class TwinChip:
             :class:`~dynacal.params.Params` of shape (1, M).
         """
         ids = np.asarray(ids, dtype=np.int64)
-        chip, rest = np.divmod(ids, 1024)
-        core, nid = np.divmod(rest, 256)
-        per_core = {}
-        values: dict[str, np.ndarray] = {}
-        for c, k in sorted(set(zip(chip.tolist(), core.tolist()))):
-            per_core[(c, k)] = self.core_params(c, k, np.asarray(codes[c, k]))
-        for name in per_core[next(iter(per_core))] if per_core else ():
-            v = np.array([per_core[(c, k)][name] for c, k in zip(chip.tolist(), core.tolist())])
-            if name in self._factors:
-                v = v * self._factors[name][chip, core, nid]
-            values[name] = v
-        if per_core:
-            values["Isoma_const"] = values["Isoma_const"] + self._hot[chip, core, nid]
-        base = Params.from_values(dtype=dtype)
-        fields = {}
-        for name in PARAMETERS:  # built directly: hidden values are not user input to validate
-            fields[name] = (torch.as_tensor(values[name], dtype=dtype).reshape(1, -1) if name in values
-                            else getattr(base, name))
-        return Params(**fields)
+        core, nid = np.divmod(ids, 256)  # global core, neuron id
+        net = Network(core=core, neuron_id=nid, n_inputs=0, inputs=Connections.empty(),
+                      recurrent=Connections.empty(), n_chips=self.n_chips, enforce_limits=False)
+        p = net.params(layers=self.layers(codes, np.unique(core)), dtype=dtype)
+        if not ids.size:
+            return p
+        hot = torch.as_tensor(self._hot.reshape(-1)[ids], dtype=dtype).reshape(1, -1)
+        # added directly: a hidden value, not user input to validate
+        return dataclasses.replace(p, Isoma_const=p.Isoma_const + hot)

@@ -65,3 +65,18 @@ def test_parse_protocols():
     assert parse_protocols("kernels, fi") == ["fi", "kernels"]
     with pytest.raises(ParameterError):
         parse_protocols("fi,nope")
+
+
+def test_replay_of_recordings_made_with_other_settings(tmp_path, capsys):
+    # recorded with non-default settings on other neurons; characterised again from the files
+    fi = FICurve(levels=(3e-10, 1e-9, 5e-9), duration=0.1, settle=0.02, separate_runs=True)
+    kernels = SynapticKernels(synapses=("ampa", "gaba_b"), weights=(8, 2), every=1, events=((499,), (1499,)),
+                              n_steps=2200)
+    first = characterize(get_backend("torch"), [fi, kernels], tmp_path / "a", "core1:3", figures=False)
+    assert main(["characterize", "--backend", f"replay:{tmp_path / 'a'}", "--protocol", "fi,kernels",
+                 "--out", str(tmp_path / "b"), "--no-figures"]) == 0
+    assert _rows(tmp_path / "b" / "features.csv") == _rows(tmp_path / "a" / "features.csv")
+    again = characterize(get_backend(f"replay:{tmp_path / 'a'}"), ["fi", "kernels"], tmp_path / "c", figures=False)
+    for name, feats in first["features"].items():
+        for key, value in feats.items():
+            np.testing.assert_array_equal(again["features"][name][key], value, err_msg=f"{name}.{key}")

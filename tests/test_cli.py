@@ -233,7 +233,7 @@ def test_bench_prints_and_writes_the_records(monkeypatch, capsys, tmp_path):
     records = [{"name": "seed", "backend": "torch", "wall_s": 0.000812, "neuron_steps_per_s": 1.23e6, "ratio": 812.5},
                {"name": "seed", "backend": "brian2", "wall_s": 0.66, "neuron_steps_per_s": 1515.0, "ratio": 1.0}]
     fake = types.ModuleType("dynacal.bench")
-    fake.run_benchmarks = lambda quick: calls.append(quick) or records
+    fake.run_benchmarks = lambda quick, progress: calls.append(quick) or records
     monkeypatch.setitem(sys.modules, "dynacal.bench", fake)
     path = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--json", str(path)]) == 0
@@ -262,3 +262,83 @@ def test_compare_with_brian2_agrees(tmp_path, capsys, dtype):
     assert result["tolerance"] == {"float64": 1e-9, "float32": 1e-5}[dtype]
     assert result["verdict"] == "agree", result["reason"]
     assert code == 0 and "verdict: agree" in printed
+
+
+# --- options added for new users: --version, --substeps, the backends in --help, bench progress
+
+def test_version_prints_the_package_version(capsys):
+    import importlib.metadata
+
+    import dynacal
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"dynacal {dynacal.__version__} (Python ")
+    assert dynacal.__version__ == importlib.metadata.version("dynacal")  # one version, not two
+
+
+def test_compare_substeps_follows_the_stability_advice(tmp_path, capsys, caplog):
+    # a strong GABA_A shunt makes forward Euler unstable at 100 us; the warning names the
+    # substeps that are safe, and --substeps with that number runs without the warning
+    stiff = ["compare", "--backends", "torch", "--weights", "nmda=0,ampa=0,gaba_a=30,gaba_b=0"]
+    assert main(stiff + ["--out", str(tmp_path / "a")]) == 0
+    advice = [r.getMessage() for r in caplog.records if "unstable" in r.getMessage()]
+    assert advice, "the stiff drive should warn"
+    need = int(advice[0].split("substeps=")[1].split()[0])
+    assert need > 1
+    caplog.clear()
+    assert main(stiff + ["--substeps", str(need), "--out", str(tmp_path / "b")]) == 0
+    assert not [r for r in caplog.records if "unstable" in r.getMessage()]
+    assert f"{need} substeps" in capsys.readouterr().out
+    assert Recording.load(tmp_path / "b" / "torch.h5").metadata["substeps"] == need
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["substeps"] == need
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--backends", "brian2", "--substeps", "2"], "--substeps applies to the torch simulator, not to brian2"),
+    (["compare", "--backends", "torch", "--substeps", "0"], "--substeps 0 must be an integer >= 1"),
+    (["characterize", "--backend", "twin", "--substeps", "2"], "not to twin; run torch or drop --substeps"),
+])
+def test_substeps_that_cannot_apply_are_refused_before_any_run(argv, message, tmp_path, capsys):
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert captured.out == "" and not (tmp_path / "out").exists()
+
+
+def test_characterize_substeps_reaches_the_torch_simulator(tmp_path):
+    assert main(["characterize", "--protocol", "fi", "--neurons", "core0:2", "--substeps", "3", "--no-figures",
+                 "--out", str(tmp_path)]) == 0
+    assert Recording.load(tmp_path / "fi.h5").metadata["substeps"] == 3
+
+
+@pytest.mark.parametrize("command, option", [("characterize", "--backend"), ("compare", "--backends")])
+def test_help_lists_every_backend(command, option, capsys):
+    from dynacal.backends.registry import BACKENDS
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    described = text[text.index(option):]
+    for name in BACKENDS:
+        assert f" {name}" in described, name
+    assert "--substeps" in text
+
+
+def test_bench_shows_each_case_on_stderr(monkeypatch, capsys):
+    def run_benchmarks(quick, progress):
+        for k, case in enumerate(["jit warm-up", "seed", "scale 2000x2000"]):
+            progress(case, k, 3)
+        progress("", 3, 3)
+        return [{"name": "seed", "backend": "torch", "wall_s": 0.1}]
+
+    fake = types.ModuleType("dynacal.bench")
+    fake.run_benchmarks = run_benchmarks
+    monkeypatch.setitem(sys.modules, "dynacal.bench", fake)
+    assert main(["bench", "--quick"]) == 0
+    captured = capsys.readouterr()
+    for case in ("jit warm-up", "seed", "scale 2000x2000", "done"):
+        assert case in captured.err
+    assert "3/3" in captured.err and "jit warm-up" not in captured.out

@@ -1,11 +1,13 @@
-"""Recording files: round trip, atomic writes, clear errors for damaged files."""
+"""Recording files: round trip, atomic writes, clear errors for damaged files, schema 2."""
+
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from dynacal import Recording
+from dynacal import Experiment, Recording, Stimulus
 from dynacal.errors import RecordingError
 from dynacal.recording import check_record
 
@@ -75,3 +77,61 @@ def test_check_record_names():
     assert check_record("Inmda,Iampa") == ("Inmda", "Iampa")
     with pytest.raises(Exception, match="Inmda"):
         check_record(["Inmdaa"])
+
+
+V1 = Path(__file__).parent / "data" / "v1_fi.h5"  # recordings/fi.h5 as shipped before schema 2
+
+
+def _experiment(n=5, n_conditions=1):
+    from dynacal.protocols._common import layout
+    cond = {"Isoma_const": np.linspace(1e-12, 5e-12, n_conditions)} if n_conditions > 1 else {}
+    return Experiment(layout(n), Stimulus(0), 1e-4, 10, "tiny", conditions=cond,
+                      protocol={"name": "fi", "settings": {"dt": 1e-4}})
+
+
+def test_version_1_file_loads_without_experiment():
+    rec = Recording.load(V1)
+    assert rec.experiment is None and rec.unstable is None
+    assert rec.n_conditions == 1 and rec.n_candidates == rec.batch == 12
+    with pytest.raises(RecordingError, match="version 1.*Re-record"):
+        rec.require_experiment()
+    with pytest.raises(RecordingError, match="version 1 recording"):
+        Experiment.load(V1)
+
+
+def test_schema_2_round_trip_keeps_experiment_and_unstable(tmp_path):
+    exp = _experiment(n_conditions=2)
+    unstable = np.zeros((2, 5), dtype=bool)
+    unstable[1, 3] = True
+    rec = Recording.from_steps("torch", 1e-4, 10, 2, 5, [1], [3], [4], experiment=exp, unstable=unstable)
+    back = Recording.load(rec.save(tmp_path / "r.h5"))
+    assert back.require_experiment().content_hash() == exp.content_hash()
+    assert back.experiment.protocol == exp.protocol
+    assert back.unstable.dtype == bool and back.unstable.tolist() == unstable.tolist()
+    assert (back.n_conditions, back.n_candidates) == (2, 1)
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert f.attrs["schema_version"] == 2
+    assert Experiment.load(tmp_path / "r.h5").content_hash() == exp.content_hash()
+    with pytest.raises(RecordingError, match="Experiment.load"):
+        Recording.load(exp.save(tmp_path / "e.h5"))
+
+
+def test_inconsistent_recordings_are_refused(tmp_path):
+    with pytest.raises(RecordingError, match="unstable has shape"):
+        Recording.from_steps("torch", 1e-4, 10, 2, 5, [], [], [], unstable=np.zeros((1, 5), bool))
+    path = Recording.from_steps("torch", 1e-4, 10, 3, 5, [], [], [], experiment=_experiment(n_conditions=2)) \
+        .save(tmp_path / "r.h5")
+    with pytest.raises(RecordingError, match="not B candidates"):
+        Recording.load(path)
+
+
+def test_repr_is_short():
+    """A one-neuron recording with traces printed 4,000 lines (the dataclass repr)."""
+    traces = {"Isoma_mem": torch.rand(5000, 1, 1, dtype=torch.float64)}
+    rec = Recording.from_steps("torch", 1e-4, 5000, 1, 1, [0] * 300, [0] * 300, np.arange(300) * 10,
+                               traces=traces, trace_neurons=np.array([0]), experiment=_experiment(1),
+                               unstable=np.ones((1, 1), bool))
+    text = repr(rec)
+    assert "\n" not in text and len(text) < 250
+    assert "300 spikes" in text and "Isoma_mem" in text and "1 unstable" in text and "'tiny'" in text
+    assert "no experiment" in repr(Recording.load(V1))

@@ -57,6 +57,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -68,7 +69,8 @@ from ..errors import BackendUnavailable, ParameterError, unknown_name
 from ..experiment import Experiment
 from ..params import INITIAL_STATE, PARAMETERS, SYNAPSE_TYPES, Params
 from ..recording import Recording
-from .base import check_request, resolve_params
+from ._brian2_excepthook import guard_excepthook
+from .base import check_request, resolve_params, run_conditions
 
 __all__ = ["Brian2Backend", "TARGETS", "equations"]
 
@@ -89,12 +91,14 @@ _SYN = {"nmda": ("Inmda", "Cnmda"), "ampa": ("Iampa", "Campa"),
 
 def _brian2():
     """Import brian2 lazily; a missing package names the extra that installs it."""
+    before = sys.excepthook
     try:
         import brian2
     except ImportError as exc:
         raise BackendUnavailable(f"the 'brian2' backend needs the brian2 simulator, which cannot be "
                                  f"imported here ({exc}). Install it with: pip install 'dynacal[brian2]'; "
                                  f"or use backend 'torch'.") from exc
+    guard_excepthook(before)
     return brian2
 
 
@@ -141,6 +145,11 @@ def equations() -> str:
 
 
 _THRESHOLD = "Isoma_mem > Isoma_th"
+# Run health as the torch engines compute it, after each step (when="end"), outside the
+# dynamics: unstable once a current is not > 0 (Isoma_ahp: >= 0); "1 - int(x > 0)" flags NaN.
+_UNSTABLE = ("unstable_flag = clip(unstable_flag + (1 - int(Isoma_ahp >= 0*amp)) + "
+             + " + ".join(f"(1 - int({x} > 0*amp))" for x in ("Isoma_mem", "Inmda", "Iampa", "Igaba_a", "Igaba_b"))
+             + ", 0, 1)")
 _RESET = "Isoma_ahp += Isoma_ahp_w * alpha_ahp\nIsoma_mem = Isoma_reset"
 
 
@@ -165,8 +174,9 @@ class _Model:
         # Explicit names, unique per structure (``prefix``): Brian2 suffixes a name taken by a
         # live object ("_1"), which would change the generated code and force a recompile.
         clock = b2.Clock(dt, name=f"{prefix}clock")
-        g = b2.NeuronGroup(batch * n, equations(), threshold=_THRESHOLD, reset=_RESET,
+        g = b2.NeuronGroup(batch * n, equations() + "\nunstable_flag : 1", threshold=_THRESHOLD, reset=_RESET,
                            refractory="soma_refP", method="euler", clock=clock, name=f"{prefix}neurons")
+        g.run_regularly(_UNSTABLE, when="end", name=f"{prefix}health")
         for name, value in INITIAL_STATE.items():
             setattr(g, name + "_", value)
         self.group, objects = g, [g]
@@ -191,7 +201,8 @@ class _Model:
         self.network.schedule = ["start", "groups", "thresholds", "synapses", "resets", "end"]
 
     def results(self, dtype) -> tuple:
-        """Spike events (batch, neuron, step) and traces name -> tensor (T_rec, B, R)."""
+        """Spike events (batch, neuron, step), traces name -> tensor (T_rec, B, R) and the
+        unstable mask, bool (B, N)."""
         i = np.asarray(self.spikes.i[:], dtype=np.int64)
         steps = np.rint(np.asarray(self.spikes.t_[:]) / self.dt).astype(np.int64)
         traces = {}
@@ -204,7 +215,8 @@ class _Model:
             if arr.shape[0] != self.n_rec:
                 raise RuntimeError(f"Brian2 recorded {arr.shape[0]} samples of {name}; expected {self.n_rec}.")
             traces[name] = torch.as_tensor(arr, dtype=dtype)
-        return i // self.n, i % self.n, steps, traces
+        unstable = np.asarray(self.group.unstable_flag_[:]).reshape(self.batch, self.n) > 0
+        return i // self.n, i % self.n, steps, traces, unstable
 
 
 def _pathways(b2, source, target, conns, pre_offset, post_offset, label, clock) -> list:
@@ -302,9 +314,15 @@ class Brian2Backend:
             record_every: keep every k-th step of the traces.
 
         Returns:
-            A :class:`Recording`; traces are float64 tensors (T_rec, B, R) in A, the state at
-            the start of each recorded step.
+            A :class:`Recording` of B * L sets (``base`` module docstring) with ``experiment``
+            and ``unstable``; traces are float64 tensors (T_rec, B * L, R) in A, the state
+            at the start of each recorded step.
         """
+        return run_conditions(self._run_one, experiment, params, record=record, record_neurons=record_neurons,
+                              record_every=record_every)
+
+    def _run_one(self, experiment: Experiment, params: Params | None, *, record, record_neurons,
+                 record_every) -> Recording:
         p = resolve_params(experiment, params, dtype=torch.float64)
         names, every, b, n, idx = check_request(experiment, p.shape, record, record_neurons, record_every)
         flat = p.expand(b, n)
@@ -314,15 +332,16 @@ class Brian2Backend:
         # The AHP's x / 0 = inf is part of the model; float32 overflows in Brian2's own check.
         with np.errstate(divide="ignore", over="ignore" if self.dtype == "float32" else "warn"):
             if self.target == "runtime":
-                (sb, sn, ss, traces), extra = self._run_runtime(experiment, b, names, idx, every, values), {}
+                (sb, sn, ss, traces, unstable), extra = self._run_runtime(experiment, b, names, idx, every, values), {}
             else:
-                (sb, sn, ss, traces), extra = self._run_standalone(experiment, b, names, idx, every, values)
+                (sb, sn, ss, traces, unstable), extra = self._run_standalone(experiment, b, names, idx, every, values)
         wall = time.perf_counter() - start
         meta = {"target": self.target, "codegen": "numpy" if self.target == "runtime" else "cpp",
                 "dtype": self.dtype, "wall_time_s": wall, **extra, "experiment": experiment.summary(),
                 "versions": {"brian2": self._b2.__version__, "numpy": np.__version__}}
         return Recording.from_steps(self.name, experiment.dt, experiment.n_steps, b, n, sb, sn, ss,
-                                    traces=traces, trace_neurons=idx, trace_every=every, metadata=meta)
+                                    traces=traces, trace_neurons=idx, trace_every=every, metadata=meta,
+                                    experiment=experiment, unstable=unstable)
 
     def _run_runtime(self, experiment, b, names, idx, every, values):
         b2 = self._b2
@@ -381,5 +400,5 @@ class Brian2Backend:
             a = np.ascontiguousarray(arr, dtype=np.int64)
             h.update(str(a.shape).encode() + a.tobytes())
         h.update(repr((b, net.n_neurons, net.n_inputs, names, every, repr(experiment.dt), experiment.n_steps,
-                       self.dtype, self._b2.__version__, _GCC_FLAGS, equations())).encode())
+                       self.dtype, self._b2.__version__, _GCC_FLAGS, equations(), _UNSTABLE)).encode())
         return h.hexdigest()

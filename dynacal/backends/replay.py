@@ -5,11 +5,16 @@
 params)`` returns the recording of that experiment, so a calibration can run offline on
 data recorded from a chip yesterday, and CI can run the board path from files.
 
-Parameters are not matched, except the ones a protocol sets per condition (the DC levels
-of an f-I curve, stored as ``metadata["protocol"]["conditions"]``): a recording stands for
-a chip whose other parameters are unknown, which is what a calibration fits. A request
-for an experiment, conditions or traces the files do not hold is a RecordingError that
-says what they do hold.
+Parameters are not matched: a recording stands for a chip whose parameters are unknown,
+which is what a calibration fits. An experiment's conditions (DC levels, condition stimuli)
+are part of its hash, so the hash alone finds the recording of every condition; an
+experiment with condition stimuli whose merged recording is not there is served from the
+recordings of its single conditions (``experiment.condition(l)``, as a board records them
+one after another). Version 1 files, made before conditions were part of the experiment,
+are matched by the hash in their metadata and, given params, by the condition values they
+list in ``metadata["protocol"]["conditions"]``. The returned recording carries the
+experiment asked for. A request for an experiment, conditions or traces the files do not
+hold is a RecordingError that says what they do hold.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from ..errors import ParameterError, RecordingError
 from ..experiment import Experiment
 from ..params import Params
 from ..recording import Recording, check_record
-from .base import select_neurons
+from .base import run_conditions, select_neurons
 
 __all__ = ["ReplayBackend"]
 
@@ -87,16 +92,28 @@ class ReplayBackend:
         if params is not None and params.shape[1] not in (1, n):
             raise ParameterError(f"parameters are given for {params.shape[1]} neurons but the network has {n}.")
         key = experiment.content_hash()
+        if key not in self.index and experiment.condition_stimuli \
+                and all(experiment.condition(l).content_hash() in self.index for l in range(experiment.n_conditions)):
+            return run_conditions(self.run, experiment, params, record=record, record_neurons=record_neurons,
+                                  record_every=record_every)
         if key not in self.index:
             raise RecordingError(f"no recording of experiment {experiment.name or '(unnamed)'} with hash "
                                  f"{key[:16]}... in {self.path}; it holds {self._holdings()}. Record it "
                                  f"(protocol.run(backend).save(...)) or rebuild the experiment with the "
                                  f"settings it was recorded with.")
-        path, meta = self._choose(key, params)
+        conditioned = bool(experiment.conditions or experiment.condition_stimuli)
+        path, meta = self.index[key][0] if conditioned else self._choose(key, params)
         rec = Recording.load(path)
         if (rec.n_steps, rec.n_neurons, rec.dt) != (experiment.n_steps, n, experiment.dt):
             raise RecordingError(f"{path} claims experiment {key[:16]}... but holds {rec.n_neurons} neurons x "
                                  f"{rec.n_steps} steps of {rec.dt:g} s; the file is damaged or mislabelled.")
+        if rec.experiment is not None and rec.experiment.content_hash() != key:
+            raise RecordingError(f"{path} is indexed under experiment {key[:16]}... but holds experiment "
+                                 f"{rec.experiment.content_hash()[:16]}...; the file is damaged or mislabelled.")
+        if rec.batch % experiment.n_conditions:
+            raise RecordingError(f"{path} holds {rec.batch} sets, not a multiple of the experiment's "
+                                 f"{experiment.n_conditions} conditions; the file is damaged or mislabelled.")
+        rec.experiment = experiment  # a v1 file has none; a v2 file's has the same hash
         return _subset(rec, path, names, record_neurons, int(record_every))
 
     def _choose(self, key: str, params: Params | None) -> tuple[Path, dict]:
@@ -109,8 +126,9 @@ class ReplayBackend:
                 return path, meta
         recorded = "; ".join(f"{p.name}: {m.get('protocol', {}).get('conditions')}" for p, m in entries)
         raise RecordingError(f"recordings of experiment {key[:16]}... exist ({recorded}) but none with the "
-                             f"condition values of the given parameters; pass the protocol's conditions "
-                             f"(protocol.run_params) or params=None.")
+                             f"condition values of the given parameters; pass params=None, or build the "
+                             f"experiment with the conditions it was recorded with (they are part of the "
+                             f"experiment now: re-record v1 files to serve them by hash).")
 
     def _holdings(self) -> str:
         items = [f"{m['experiment'].get('name') or '?'} {k[:16]}... ({p.name})"

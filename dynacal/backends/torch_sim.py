@@ -24,7 +24,7 @@ from ..experiment import Experiment
 from ..params import STATE_NAMES, Params
 from ..recording import Recording
 from . import stability
-from .base import check_request, resolve_params
+from .base import check_request, resolve_params, run_conditions
 from .dpi import Recurrent, dpi_step, get_surrogate, initial_state, refractory_steps
 
 __all__ = ["TorchBackend", "ENGINES", "round_ste"]
@@ -105,9 +105,16 @@ class TorchBackend:
                 that gradients reach them (eager engine).
 
         Returns:
-            A :class:`Recording`. When any input requires grad, its ``raster`` (T, B, N)
-            and traces carry surrogate gradients.
+            A :class:`Recording` of B * L sets (``base`` module docstring) with
+            ``experiment`` and ``unstable`` (B * L, N). When any input requires grad, its
+            ``raster`` (T, B * L, N) and traces carry surrogate gradients.
         """
+        return run_conditions(self._run_one, experiment, params, record=record, record_neurons=record_neurons,
+                              record_every=record_every, input_weights=input_weights,
+                              recurrent_weights=recurrent_weights)
+
+    def _run_one(self, experiment: Experiment, params: Params | None, *, record, record_neurons, record_every,
+                 input_weights, recurrent_weights) -> Recording:
         prep = _prepare(experiment, params, self.dtype, self.device)
         p = prep.p
         names, every, b, n, idx = check_request(experiment, prep.shape, record, record_neurons, record_every)
@@ -116,7 +123,7 @@ class TorchBackend:
                 or (input_weights is not None and input_weights.requires_grad)
                 or (recurrent_weights is not None and recurrent_weights.requires_grad)))
         engine = self._choose(grad or input_weights is not None or recurrent_weights is not None, experiment)
-        prep.check_static(experiment.dt, self.substeps)
+        prep.check_static(experiment, self.substeps)
         start = time.perf_counter()
         if engine == "eager":
             out = self._run_eager(experiment, p, b, n, names, idx, every,
@@ -125,13 +132,16 @@ class TorchBackend:
             out = self._run_fused(experiment, prep.expanded(b, n), b, n, names, idx, every)
         wall = time.perf_counter() - start
         sb, sn, ss, traces, unstable, peak, raster = out
-        stability.report_dynamic(p, experiment.dt, self.substeps, unstable, peak)
+        message = stability.dynamic_message(p, experiment.dt, self.substeps, unstable, peak)
+        if message is not None:
+            stability.warn_once(experiment.network, ("dynamic", experiment.dt, self.substeps), message)
         meta = {"engine": engine, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
                 "substeps": self.substeps, "wall_time_s": wall, "experiment": experiment.summary(),
                 "versions": {"torch": torch.__version__, "numpy": np.__version__}}
         return Recording.from_steps(self.name, experiment.dt, experiment.n_steps, b, n, sb, sn, ss,
                                     traces=traces, trace_neurons=idx, trace_every=every,
-                                    metadata=meta, raster=raster)
+                                    metadata=meta, raster=raster, experiment=experiment,
+                                    unstable=np.asarray(unstable, dtype=bool))
 
     # --- engines ------------------------------------------------------------------------
 
@@ -251,14 +261,14 @@ class _Prepared:
             self._expanded[(b, n)] = self.p.expand(b, n)
         return self._expanded[(b, n)]
 
-    def check_static(self, dt: float, substeps: int) -> None:
-        """``stability.check_static``, computed once; its warnings are logged every run."""
-        key = (dt, substeps)
+    def check_static(self, experiment: Experiment, substeps: int) -> None:
+        """``stability.static_messages``, computed once; each is logged once per network
+        (``stability.warn_once``)."""
+        key = (experiment.dt, substeps)
         if key not in self._static:
-            self._static[key] = stability.check_static(self.p, dt, substeps)
-        else:
-            for message in self._static[key]:
-                stability.log.warning(message)
+            self._static[key] = stability.static_messages(self.p, experiment.dt, substeps)
+        for message in self._static[key]:
+            stability.warn_once(experiment.network, ("static", key, message), message)
 
 
 _prepared: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()

@@ -1,4 +1,4 @@
-"""What the protocols share: neuron selection, condition batches, run, spike counting.
+"""What the protocols share: neuron selection, condition batches, inputs, spike counting.
 
 **Neurons.** A protocol measures a set of neurons given as a spec (:func:`layout`):
 ``"core0"`` (the 256 neurons of Core_0), ``"core2:16"`` (its first 16), ``"chip0"`` (the
@@ -6,11 +6,14 @@
 a :class:`~dynacal.chip.Network` whose neurons and biases are kept (its connections are
 dropped: the protocol brings its own inputs).
 
-**Conditions.** A protocol that needs a parameter the experiment cannot hold (a DC level:
+**Conditions.** A protocol that needs a parameter the stimulus cannot hold (a DC level:
 on the chip it is the core bias ``IF_DC_P``, ``Isoma_const`` in the model) lists values of
-it per *condition*. :func:`expand_conditions` turns B candidate parameter sets into B * L
-sets, set ``b * L + l`` being candidate b under condition l; a simulator runs them in one
-pass, the board one after another. :func:`split_conditions` undoes it on (B * L, ...) arrays.
+it per *condition*; its experiment carries them, and the backend turns B candidate sets
+into B * L (``backends.base.expand_conditions``: set ``b * L + l`` is candidate b under
+condition l). :func:`split_conditions` turns (B * L, ...) results into (B, N, L, ...).
+
+**Inputs.** :func:`input_steps` reads from an experiment the steps in which inputs reach
+each neuron through one synapse type, whatever its stimulus and wiring.
 
 **Spikes.** :class:`SpikeIndex` sorts the events of a Recording once and answers
 vectorised questions: spikes per window, first spike after a step, rate in a window.
@@ -19,22 +22,19 @@ vectorised questions: spikes per window, first spike after a step, rate in a win
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from ..chip import CORES_PER_CHIP, NEURONS_PER_CORE, Connections, Network, synapse_index
-from ..errors import NetworkError, ParameterError, RecordingError, unknown_name
-from ..experiment import Experiment
-from ..params import PARAMETERS, SYNAPSE_TYPES, Params, _check
+from ..errors import NetworkError, ParameterError, RecordingError
+from ..params import SYNAPSE_TYPES
 from ..recording import Recording
+from ..backends.base import expand_conditions  # noqa: F401  (moved there; importable here for now)
 
-__all__ = ["Protocol", "layout", "build_network", "expand_conditions", "split_conditions", "SpikeIndex"]
+__all__ = ["layout", "build_network", "expand_conditions", "split_conditions", "SpikeIndex", "input_steps"]
 
-log = logging.getLogger(__name__)
 _SPEC = re.compile(r"^(core|chip)_?(\d+)(?::(\d+))?$", re.IGNORECASE)
 
 
@@ -105,41 +105,6 @@ def all_to_all(n_neurons: int, sources: Sequence[int], syn_types: Sequence[int],
                        np.repeat(np.asarray(weights, dtype=np.int64), n_neurons))
 
 
-def expand_conditions(p: Params, conditions: Mapping[str, Sequence[float]]) -> Params:
-    """B parameter sets times L conditions: set ``b * L + l`` is set b with condition l.
-
-    Args:
-        p: parameters of shape (B|1, N|1).
-        conditions: parameter name -> L values (SI), the same for every neuron.
-
-    Returns:
-        Params of batch B * L (or L when every value of ``p`` has batch 1).
-    """
-    if not conditions:
-        return p
-    lengths = {len(v) for v in conditions.values()}
-    if len(lengths) != 1:
-        raise ParameterError(f"conditions {dict(conditions)} have different lengths; give L values for each.")
-    (L,) = lengths
-    for name in conditions:
-        if name not in PARAMETERS:
-            raise unknown_name("parameter in conditions", name, PARAMETERS)
-    b, _ = p.shape
-    fields = {}
-    for f in dataclasses.fields(p):
-        t = getattr(p, f.name)
-        if f.name in conditions:
-            values = torch.as_tensor(np.asarray(conditions[f.name], dtype=np.float64), dtype=t.dtype, device=t.device)
-            _check(f.name, values)
-            t = values.repeat(b).reshape(b * L, 1)
-        elif t.shape[0] > 1:
-            t = t.repeat_interleave(L, dim=0)
-        fields[f.name] = t
-    out = type(p)(**fields)
-    out.shape  # checks that the shapes broadcast
-    return out
-
-
 def split_conditions(x: np.ndarray, n_conditions: int) -> np.ndarray:
     """(B * L, N, ...) -> (B, N, L, ...): undo :func:`expand_conditions` on a result."""
     bl = x.shape[0]
@@ -153,7 +118,8 @@ def split_conditions(x: np.ndarray, n_conditions: int) -> np.ndarray:
 class SpikeIndex:
     """The spike events of a Recording sorted by (set, neuron, step), for vectorised queries.
 
-    Every query takes steps (ints) and returns arrays of shape (B, N, E) for E windows.
+    Every query takes steps (ints), (E,) for every neuron or (N, E) per neuron, and returns
+    arrays of shape (B, N, E) for E windows.
     """
 
     def __init__(self, rec: Recording):
@@ -163,8 +129,7 @@ class SpikeIndex:
         self._base = (np.arange(self.batch * self.n, dtype=np.int64) * span).reshape(self.batch, self.n, 1)
 
     def _find(self, steps, side="left") -> np.ndarray:
-        steps = np.asarray(steps, dtype=np.int64).reshape(1, 1, -1)
-        return np.searchsorted(self.keys, self._base + steps, side=side)
+        return np.searchsorted(self.keys, self._base + _grid(steps), side=side)
 
     def counts(self, start, stop) -> np.ndarray:
         """Spikes with ``start <= step < stop``, int (B, N, E)."""
@@ -175,8 +140,8 @@ class SpikeIndex:
         i = self._find(start)
         found = np.minimum(i, self.keys.size - 1)
         step = self.keys[found] - self._base if self.keys.size else np.zeros_like(i)
-        starts = np.asarray(start).reshape(1, 1, -1)
-        ok = (i < self.keys.size) & (step < np.asarray(stop).reshape(1, 1, -1))
+        starts = _grid(start)
+        ok = (i < self.keys.size) & (step < _grid(stop))
         return np.where(ok, step - starts, np.nan)
 
     def rate(self, start: int, stop: int, method: str = "isi") -> np.ndarray:
@@ -203,95 +168,50 @@ class SpikeIndex:
         lo, hi = np.searchsorted(self.keys, [base, base + self.T + 1])
         return self.keys[lo:hi] - base
 
+    def isi_stats(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (s) and coefficient of variation (std / mean, ddof 0) of the inter-spike
+        intervals of the spikes in ``[start, stop)``, each (B, N); NaN with fewer than 2
+        (mean) or 3 (CV) spikes there."""
+        lo, hi = self._find([start])[..., 0].ravel(), self._find([stop])[..., 0].ravel()
+        gaps = np.diff(self.keys).astype(np.float64) * self.dt
+        cs = np.concatenate([[0.0], np.cumsum(gaps)])
+        cs2 = np.concatenate([[0.0], np.cumsum(gaps ** 2)])
+        n = np.maximum(hi - lo - 1, 0)  # ISIs of a group: gaps[lo:hi - 1]
+        lo, top = np.minimum(lo, cs.size - 1), np.clip(hi - 1, np.minimum(lo, cs.size - 1), cs.size - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = (cs[top] - cs[lo]) / n
+            cv = np.sqrt(np.maximum((cs2[top] - cs2[lo]) / n - mean ** 2, 0.0)) / mean
+        shape = (self.batch, self.n)
+        return np.where(n >= 1, mean, np.nan).reshape(shape), np.where(n >= 2, cv, np.nan).reshape(shape)
 
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-    """Base of the protocols: settings are dataclass fields; subclasses implement
-    ``experiment`` and ``features`` and may list ``conditions``.
 
-    Attributes:
-        dt: time step in s.
+def _grid(steps) -> np.ndarray:
+    """Window steps as (1, 1, E) for every neuron, or (1, N, E) from (N, E) per neuron."""
+    a = np.asarray(steps, dtype=np.int64)
+    return a.reshape(1, 1, -1) if a.ndim <= 1 else a.reshape(1, *a.shape[-2:])
+
+
+def input_steps(experiment, syn_type: int) -> np.ndarray:
+    """The steps in which input spikes reach each neuron through synapse type ``syn_type``.
+
+    Read from the experiment's stimulus and input connections, so it holds for any wiring;
+    two sources spiking in one step count once (the synapse sees one step of input).
+
+    Returns:
+        int64 (N, E), each row sorted, padded with -1 (E: the most of any neuron).
     """
-
-    name: ClassVar[str] = ""
-    sensitive_to: ClassVar[tuple[str, ...]] = ()
-    record: ClassVar[tuple[str, ...]] = ()  # traces the features need (if the backend has them)
-    dt: float = 1e-4
-
-    def experiment(self, neurons: Any = "core0") -> Experiment:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def features(self, rec: Recording) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def conditions(self) -> dict[str, tuple[float, ...]]:
-        """Parameter name -> one value per condition (SI); empty when there is one condition."""
-        return {}
-
-    def axis_labels(self) -> dict[str, list[str]]:
-        """Feature name -> labels of the last axis of its (B, N, K) array (tables, plots)."""
-        return {}
-
-    @property
-    def n_conditions(self) -> int:
-        c = self.conditions()
-        return len(next(iter(c.values()))) if c else 1
-
-    def run_params(self, experiment: Experiment, params: Params | None) -> Params | None:
-        """The parameters to run: ``params`` (or the network's) times the conditions."""
-        if not self.conditions():
-            return params
-        base = experiment.network.params() if params is None else params
-        return expand_conditions(base, self.conditions())
-
-    def run(self, backend, neurons: Any = "core0", params: Params | None = None, *,
-            record_every: int | None = None) -> Recording:
-        """Build the experiment, run it on ``backend`` (traces where the backend records
-        them) and return the Recording, its metadata carrying the protocol's settings.
-
-        Args:
-            backend: an object with ``run`` (see ``dynacal.backends.get_backend``).
-            neurons: which neurons (see :func:`layout`).
-            params: (B, N)-broadcastable candidate parameters; None = the network's own.
-            record_every: trace sampling in steps (default the protocol's own).
-        """
-        experiment = self.experiment(neurons)
-        p = self.run_params(experiment, params)
-        traces = getattr(backend, "records_traces", None)
-        if not self.record or traces is False:
-            rec = backend.run(experiment, p)
-        else:
-            kwargs = {"record": self.record, "record_every": record_every or self.trace_every()}
-            try:
-                rec = backend.run(experiment, p, **kwargs)
-            except ParameterError:
-                if traces:  # it says it records traces: the error is about something else
-                    raise
-                # a backend that does not say (records_traces absent) and refuses traces, such
-                # as the board: run it for spikes only (any other error comes back again)
-                log.info("%s refused traces %s; running %s for spikes only", backend.name, self.record, self.name)
-                rec = backend.run(experiment, p)
-        rec.metadata["protocol"] = self.describe()
-        return rec
-
-    def trace_every(self) -> int:
-        return 1
-
-    def describe(self) -> dict:
-        """JSON-able name, settings and conditions (stored in recording metadata)."""
-        return {"name": self.name, "settings": dataclasses.asdict(self),
-                "conditions": {k: list(v) for k, v in self.conditions().items()}}
-
-    def check(self, rec: Recording) -> None:
-        """Refuse a recording that this protocol did not make."""
-        made = rec.metadata.get("protocol", {}).get("name")
-        if made not in (None, self.name):
-            raise RecordingError(f"this recording was made by protocol {made!r}, not {self.name!r}; "
-                                 f"extract its features with the {made!r} protocol.")
-        if rec.batch % self.n_conditions:
-            split_conditions(np.zeros((rec.batch, 1)), self.n_conditions)  # raises with the message
-        steps = self.experiment(1).n_steps
-        if (rec.n_steps, rec.dt) != (steps, self.dt):
-            raise RecordingError(f"the recording has {rec.n_steps} steps of {rec.dt:g} s; this {self.name} protocol "
-                                 f"runs {steps} steps of {self.dt:g} s. Use the settings it was recorded with "
-                                 f"(recording.metadata['protocol']['settings']).")
+    c, stim, n = experiment.network.inputs, experiment.stimulus, experiment.network.n_neurons
+    sel = c.syn_type == syn_type
+    order = np.argsort(c.pre[sel], kind="stable")
+    pre, post = c.pre[sel][order], c.post[sel][order]
+    lo, hi = np.searchsorted(pre, stim.sources, "left"), np.searchsorted(pre, stim.sources, "right")
+    count = hi - lo
+    ev = np.repeat(np.arange(stim.steps.size), count)
+    target = post[np.repeat(lo, count) + np.arange(ev.size) - np.repeat(np.cumsum(count) - count, count)]
+    span = int(experiment.n_steps) + 1
+    key = np.unique(target * span + stim.steps[ev])  # sorted by neuron, then step
+    target, step = key // span, key % span
+    per = np.bincount(target, minlength=n)
+    out = np.full((n, int(per.max()) if per.size else 0), -1, dtype=np.int64)
+    out[target, np.arange(key.size) - np.repeat(np.cumsum(per) - per, per)] = step
+    return out

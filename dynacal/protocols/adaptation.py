@@ -18,15 +18,16 @@ Features, per parameter set and neuron (NaN where there are too few spikes):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ParameterError
-from ..experiment import Experiment
+from ..chip import Network
 from ..recording import Recording
 from ..stimulus import Stimulus
-from ._common import Protocol, SpikeIndex, build_network, split_conditions
+from ._common import SpikeIndex
+from .base import Design, Protocol
 
 __all__ = ["Adaptation"]
 
@@ -60,14 +61,12 @@ class Adaptation(Protocol):
     def conditions(self) -> dict[str, tuple[float, ...]]:
         return {"Isoma_const": (float(self.dc),)}
 
-    def experiment(self, neurons: Any = "core0") -> Experiment:
+    def design(self, neurons: Network) -> Design:
         """No input spikes; the DC comes with the condition."""
-        return Experiment.from_duration(build_network(neurons, 0), Stimulus(0), self.dt, self.duration,
-                                        name="adaptation")
+        return Design(neurons, (Stimulus(0),), int(round(self.duration / self.dt)))
 
-    def features(self, rec: Recording) -> dict[str, np.ndarray]:
+    def extract(self, rec: Recording) -> dict[str, np.ndarray]:
         """``first_isi``, ``steady_isi`` (s), ``ratio``, ``tau`` (s), each (B, N)."""
-        self.check(rec)
         index = SpikeIndex(rec)
         out = {k: np.full((rec.batch, rec.n_neurons), np.nan) for k in ("first_isi", "steady_isi", "ratio", "tau")}
         start = rec.n_steps - int(round(self.steady / rec.dt))
@@ -84,7 +83,7 @@ class Adaptation(Protocol):
                     out["steady_isi"][b, n] = steady
                     out["ratio"][b, n] = steady / isi[0]
                     out["tau"][b, n] = _decay_time(steps, isi, steady, rec.dt)
-        return {k: split_conditions(v, 1)[..., 0] for k, v in out.items()}
+        return out
 
 
 def _decay_time(steps: np.ndarray, isi: np.ndarray, steady: float, dt: float) -> float:

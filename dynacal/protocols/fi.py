@@ -1,8 +1,9 @@
 """The f-I curve: DC input -> firing rate of every neuron; rheobase and slope.
 
 Every DC level is a condition (``Isoma_const``, the core bias ``IF_DC_P`` on the chip), so
-all neurons are measured at all levels in one run of L parameter sets (the board runs them
-one after another). The rate of a level is measured after ``settle`` s, from the mean ISI
+all neurons are measured at all levels in one run of L parameter sets; with
+``separate_runs=True`` each level is a run of its own from the fresh state (as the board
+measures them, one after another), which gives the same rates. The rate of a level is measured after ``settle`` s, from the mean ISI
 of the spikes in the window (``SpikeIndex.rate``), so it is not quantised by the window.
 
 Features, each per parameter set and neuron:
@@ -18,22 +19,23 @@ Features, each per parameter set and neuron:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ParameterError
-from ..experiment import Experiment
+from ..chip import Network
 from ..recording import Recording
 from ..stimulus import Stimulus
-from ._common import Protocol, SpikeIndex, build_network, split_conditions
+from ._common import SpikeIndex, split_conditions
+from .base import Design, Protocol
 
 __all__ = ["FICurve"]
 
 
 @dataclasses.dataclass(frozen=True)
 class FICurve(Protocol):
-    """Firing rate against DC input, every neuron at every level in one run.
+    """Firing rate against DC input, every neuron at every level.
 
     Requires: nothing calibrated before; no synaptic input (the protocol gives none). First
     in the lab order: rheobase and slope set the soma's leak (``Isoma_dpi_tau``) and gain
@@ -44,6 +46,8 @@ class FICurve(Protocol):
         duration: length of the run in s; settle: s ignored at its start.
         min_rate: Hz, the rate that defines the rheobase.
         n_slope: levels used for the slope.
+        separate_runs: one run per level from the fresh state (True), or all levels as
+            parameter sets of one run (False).
         dt: time step in s.
     """
 
@@ -56,6 +60,7 @@ class FICurve(Protocol):
     settle: float = 0.1
     min_rate: float = 5.0
     n_slope: int = 3
+    separate_runs: bool = False
 
     def __post_init__(self):
         lv = np.asarray(self.levels, dtype=np.float64)
@@ -74,13 +79,12 @@ class FICurve(Protocol):
     def axis_labels(self) -> dict[str, list[str]]:
         return {"rate": [f"{x * 1e12:.4g}pA" for x in self.levels]}
 
-    def experiment(self, neurons: Any = "core0") -> Experiment:
-        """No input spikes; the DC comes with the conditions. See ``_common.layout`` for ``neurons``."""
-        return Experiment.from_duration(build_network(neurons, 0), Stimulus(0), self.dt, self.duration, name="fi")
+    def design(self, neurons: Network) -> Design:
+        """No input spikes; the DC comes with the conditions."""
+        return Design(neurons, (Stimulus(0),), int(round(self.duration / self.dt)))
 
-    def features(self, rec: Recording) -> dict[str, np.ndarray]:
+    def extract(self, rec: Recording) -> dict[str, np.ndarray]:
         """``rate`` (B, N, L) Hz, ``rheobase`` (B, N) A, ``slope`` (B, N) Hz/A."""
-        self.check(rec)
         start = int(round(self.settle / rec.dt))
         rate = split_conditions(SpikeIndex(rec).rate(start, rec.n_steps), self.n_conditions)
         rheobase, slope = _rheobase_slope(rate, np.asarray(self.levels), self.min_rate, self.n_slope)

@@ -16,16 +16,16 @@ Features, per parameter set and neuron:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from ..chip import Connections
+from ..chip import Connections, Network
 from ..errors import ParameterError
-from ..experiment import Experiment
 from ..params import SYNAPSE_TYPES
 from ..recording import Recording
-from ._common import Protocol, build_network
+from ._common import build_network
+from .base import Design, Protocol
 
 __all__ = ["HeldOut"]
 
@@ -70,7 +70,7 @@ class HeldOut(Protocol):
             raise ParameterError(f"rates = {self.rates} Hz: give 4 rates in [0, {1 / self.dt:g}] Hz, order "
                                  f"{SYNAPSE_TYPES}.")
 
-    def experiment(self, neurons: Any = "core0") -> Experiment:
+    def design(self, neurons: Network) -> Design:
         """Neuron n listens to one random source of each type (weights as in the seed)."""
         from ..stimulus import poisson
 
@@ -85,12 +85,11 @@ class HeldOut(Protocol):
         n_steps = int(round(self.duration / self.dt))
         rates = np.repeat(np.asarray(self.rates, dtype=np.float64), self.n_sources)
         stim = poisson(4 * self.n_sources, rates, n_steps, self.dt, seed=[self.seed, 0])
-        return Experiment(net, stim, self.dt, n_steps, name="heldout")
+        return Design(net, (stim,), n_steps)
 
-    def features(self, rec: Recording) -> dict[str, np.ndarray]:
+    def extract(self, rec: Recording) -> dict[str, np.ndarray]:
         """``rate`` (B, N) Hz, ``isi_mean`` (B, N) s, ``isi_cv`` (B, N)."""
         from ..metrics import isi_statistics
 
-        self.check(rec)
         stats = isi_statistics(rec)
         return {"rate": rec.rates(), "isi_mean": stats["mean"], "isi_cv": stats["cv"]}

@@ -8,6 +8,11 @@ run; all neurons get the same trains (seeded), so differences between neurons ar
 mismatch. A baseline DC (``dc``, a condition) makes the neurons fire, so that inhibition
 shows as a lower rate.
 
+With ``separate_runs=True`` the baseline and every (type, rate) pair are separate runs from
+the fresh state instead (conditions, as a board measures one input rate after another):
+each lasts ``max(baseline, segment)`` s with the input from its start (the same trains),
+and ``gap`` is not used.
+
 Features, per parameter set and neuron:
 
 - ``baseline`` (B, N), Hz: the rate in the baseline segment, after ``settle`` s;
@@ -20,25 +25,25 @@ Features, per parameter set and neuron:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from ..chip import synapse_index
 from ..errors import ParameterError
-from ..experiment import Experiment
+from ..chip import Network
 from ..params import SYNAPSE_TYPES
 from ..recording import Recording
 from ..stimulus import Stimulus, poisson
-from ._common import (Protocol, SpikeIndex, all_to_all, build_network, split_conditions,
-                      synapse_types_and_weights)
+from ._common import SpikeIndex, all_to_all, build_network, split_conditions, synapse_types_and_weights
+from .base import Design, Protocol
 
 __all__ = ["RateTransfer"]
 
 
 @dataclasses.dataclass(frozen=True)
 class RateTransfer(Protocol):
-    """Output rate against Poisson input rate, per synapse type, every neuron in one run.
+    """Output rate against Poisson input rate, per synapse type, every neuron at once.
 
     Requires: the soma (f-I curve, refractory, adaptation) and the synaptic kernels
     calibrated first: the output rate depends on all of them, and what is left to fit
@@ -57,6 +62,8 @@ class RateTransfer(Protocol):
         gap: s of silence after each segment; baseline: s of the first, input-free segment.
         dc: baseline DC in A (a condition), or None to keep the network's ``Isoma_const``.
         seed: seed of the Poisson trains.
+        separate_runs: the baseline and each (type, rate) as a run of its own (module
+            docstring), or all segments in one run (False).
         dt: time step in s.
     """
 
@@ -74,6 +81,7 @@ class RateTransfer(Protocol):
     baseline: float = 0.4
     dc: float | None = 7e-10
     seed: int = 0
+    separate_runs: bool = False
 
     def __post_init__(self):
         syn = synapse_types_and_weights(self.synapses, self.weights)
@@ -89,7 +97,12 @@ class RateTransfer(Protocol):
         return dict(self.rates_by_type).get(syn, self.rates)
 
     def conditions(self) -> dict[str, tuple[float, ...]]:
-        return {} if self.dc is None else {"Isoma_const": (float(self.dc),)}
+        return {} if self.dc is None else {"Isoma_const": (float(self.dc),) * self.n_conditions}
+
+    @property
+    def n_conditions(self) -> int:
+        """1, or with separate runs 1 + the number of (type, rate) pairs (baseline first)."""
+        return 1 + sum(len(self.rates_of(s)) for s in self.synapses) if self.separate_runs else 1
 
     def axis_labels(self) -> dict[str, list[str]]:
         return {f"rate_{syn}": [f"{x:g}Hz" for x in self.rates_of(syn)] for syn in self.synapses}
@@ -104,36 +117,43 @@ class RateTransfer(Protocol):
             start += k * (seg + gap)
         return out
 
-    def experiment(self, neurons: Any = "core0") -> Experiment:
+    def design(self, neurons: Network) -> Design:
         """One source per synapse type to every neuron; Poisson trains per segment."""
         types = [SYNAPSE_TYPES.index(s) for s in self.synapses]
-        n = build_network(neurons, 0).n_neurons
-        k = len(types)
+        k, n = len(types), neurons.n_neurons
         net = build_network(neurons, k, all_to_all(n, range(k), types, [int(w) for w in self.weights]))
         seg = int(round(self.segment / self.dt))
+        trains = [[poisson(1, rate, seg, self.dt, seed=[self.seed, i, j]).steps for j, rate in
+                   enumerate(self.rates_of(syn))] for i, syn in enumerate(self.synapses)]
+        if self.separate_runs:
+            runs = [Stimulus(k)] + [Stimulus(k, steps, np.full(steps.size, i))
+                                    for i in range(k) for steps in trains[i]]
+            return Design(net, tuple(runs), max(seg, int(round(self.baseline / self.dt))))
         starts = self.segments()
-        steps, sources = [], []
-        for i in range(k):
-            for j, rate in enumerate(self.rates_of(self.synapses[i])):
-                train = poisson(1, rate, seg, self.dt, seed=[self.seed, i, j])
-                steps.append(train.steps + starts[i][j])
-                sources.append(np.full(train.steps.size, i))
+        steps = [trains[i][j] + starts[i][j] for i in range(k) for j in range(len(trains[i]))]
+        sources = [np.full(trains[i][j].size, i) for i in range(k) for j in range(len(trains[i]))]
         n_steps = int(starts[-1][-1]) + seg + int(round(self.gap / self.dt))
-        stim = Stimulus(k, np.concatenate(steps), np.concatenate(sources))
-        return Experiment(net, stim, self.dt, n_steps, name="rate_transfer")
+        return Design(net, (Stimulus(k, np.concatenate(steps), np.concatenate(sources)),), n_steps)
 
-    def features(self, rec: Recording) -> dict[str, np.ndarray]:
+    def extract(self, rec: Recording) -> dict[str, np.ndarray]:
         """``baseline`` (B, N) Hz, ``rate_<syn>`` (B, N, K) Hz, ``gain_<syn>`` (B, N)."""
-        self.check(rec)
         index = SpikeIndex(rec)
         L = self.n_conditions
         seg, settle = int(round(self.segment / rec.dt)), int(round(self.settle / rec.dt))
-        base = index.rate(settle, int(round(self.baseline / rec.dt)), "count")
-        out = {"baseline": split_conditions(base, L)[..., 0]}
+        base = split_conditions(index.rate(settle, int(round(self.baseline / rec.dt)), "count"), L)
+        out = {"baseline": base[..., 0]}
+        if self.separate_runs:
+            per_run = split_conditions(index.rate(settle, seg, "count"), L)  # (B, N, L)
+        first = 1
         for i, syn in enumerate(self.synapses):
             x = np.asarray(self.rates_of(syn))
-            rate = np.stack([index.rate(int(s) + settle, int(s) + seg, "count") for s in self.segments()[i]], axis=-1)
-            rate = split_conditions(rate, L)[..., 0, :]
+            if self.separate_runs:
+                rate = per_run[..., first:first + x.size]
+                first += x.size
+            else:
+                rate = np.stack([index.rate(int(s) + settle, int(s) + seg, "count") for s in self.segments()[i]],
+                                axis=-1)
+                rate = split_conditions(rate, L)[..., 0, :]
             out[f"rate_{syn}"] = rate
             xc = x - x.mean()
             out[f"gain_{syn}"] = ((rate - rate.mean(-1, keepdims=True)) * xc).sum(-1) / (xc ** 2).sum()

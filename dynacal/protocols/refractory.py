@@ -21,15 +21,16 @@ Features, per parameter set and neuron:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ParameterError
-from ..experiment import Experiment
+from ..chip import Network
 from ..recording import Recording
 from ..stimulus import Stimulus
-from ._common import Protocol, SpikeIndex, build_network, split_conditions
+from ._common import SpikeIndex, split_conditions
+from .base import Design, Protocol
 
 __all__ = ["Refractory"]
 
@@ -45,6 +46,8 @@ class Refractory(Protocol):
     Attributes:
         levels: two DC currents in A, increasing (defaults 3 uA and 10 uA).
         duration: length in s; settle: s ignored at the start.
+        separate_runs: one run per level from the fresh state (as the board), or both
+            levels as parameter sets of one run (False).
         dt: time step in s.
     """
 
@@ -53,6 +56,7 @@ class Refractory(Protocol):
     levels: tuple[float, float] = (3e-6, 1e-5)
     duration: float = 0.2
     settle: float = 0.02
+    separate_runs: bool = False
 
     def __post_init__(self):
         lv = tuple(float(x) for x in self.levels)
@@ -69,14 +73,12 @@ class Refractory(Protocol):
     def axis_labels(self) -> dict[str, list[str]]:
         return {"isi": [f"{x * 1e6:.4g}uA" for x in self.levels]}
 
-    def experiment(self, neurons: Any = "core0") -> Experiment:
+    def design(self, neurons: Network) -> Design:
         """No input spikes; the DC comes with the conditions."""
-        return Experiment.from_duration(build_network(neurons, 0), Stimulus(0), self.dt, self.duration,
-                                        name="refractory")
+        return Design(neurons, (Stimulus(0),), int(round(self.duration / self.dt)))
 
-    def features(self, rec: Recording) -> dict[str, np.ndarray]:
+    def extract(self, rec: Recording) -> dict[str, np.ndarray]:
         """``isi`` (B, N, 2) s, ``max_rate`` (B, N) Hz, ``refractory`` (B, N) s."""
-        self.check(rec)
         start = int(round(self.settle / rec.dt))
         index = SpikeIndex(rec)
         rate = split_conditions(index.rate(start, rec.n_steps), 2)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynacal import Params, get_backend
+from dynacal import Params, Recording, get_backend
 from dynacal.errors import ParameterError
 
 from ..conftest import single_neuron_experiment
@@ -92,3 +92,16 @@ def test_wrong_parameter_shape_is_refused(backend):
     exp = _experiment()
     with pytest.raises(ParameterError, match="neurons"):
         backend.run(exp, Params.from_values(Isoma_dpi_tau=np.full(3, 5e-12)))
+
+
+def test_recording_carries_the_experiment_and_run_health(backend, tmp_path):
+    """Schema 2: every backend's recording holds its experiment; simulators the unstable mask."""
+    exp = _experiment()
+    rec = backend.run(exp, record=["Isoma_mem"])
+    assert rec.experiment.content_hash() == exp.content_hash() and rec.n_conditions == 1
+    if backend.name != "replay":
+        assert rec.experiment is exp
+    assert rec.unstable is not None and rec.unstable.shape == (rec.batch, 1) and not rec.unstable.any()
+    back = Recording.load(rec.save(tmp_path / "r.h5"))
+    assert back.experiment.content_hash() == exp.content_hash()
+    np.testing.assert_array_equal(back.unstable, rec.unstable)

@@ -81,7 +81,7 @@ def test_what_the_board_cannot_do_is_refused_before_anything_is_sent(board_backe
 def test_what_the_twin_received():
     backend = get_backend("twin")
     exp = small_experiment(n_steps=2000)
-    p = exp.network.params(base=Params.from_values(Isoma_th=3e-9, Iampa_tau=25e-12))  # Isoma_th: not a bias
+    p = exp.network.params({"Isoma_th": 3e-9, "Iampa_tau": 25e-12})  # Isoma_th: not a bias
     rec = backend.run(exp, p)
     assert rec.metadata["board"]["ignored_parameters"] == ["Isoma_th = 3e-09 A"]
     state = backend.twin.state

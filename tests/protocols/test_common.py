@@ -59,13 +59,14 @@ def test_conditions_make_b_times_l_sets():
 
 
 def test_registry_order_and_documentation():
-    assert set(ORDER) == set(PROTOCOLS)
+    assert set(ORDER) == set(PROTOCOLS) - {"recorded"}  # Recorded fits nothing: not in the lab order
     for name, cls in PROTOCOLS.items():
         protocol = get_protocol(name)
         assert protocol.name == name
         assert all(p in PARAMETERS for p in cls.sensitive_to), name
         assert "Requires:" in inspect.getdoc(cls), name
-        assert protocol.experiment("core0:2").network.n_neurons == 2
+        if name != "recorded":
+            assert protocol.experiment("core0:2").network.n_neurons == 2
     with pytest.raises(ParameterError, match="Did you mean 'fi'"):
         get_protocol("fii")
     with pytest.raises(TypeError):
@@ -81,10 +82,12 @@ def test_a_recording_of_another_protocol_is_refused():
         fi.features(rec)
 
 
-def test_a_recording_of_other_settings_is_refused():
+def test_a_recording_without_settings_and_of_another_length_is_refused():
     from dynacal import get_backend
 
     rec = get_protocol("refractory", duration=0.02, settle=0.0).run(get_backend("torch"), "core0:1")
+    rec.metadata.pop("protocol")
+    rec.experiment = None  # as a recording that says nothing of how it was made
     with pytest.raises(RecordingError, match="settings it was recorded with"):
         get_protocol("refractory", duration=0.03, settle=0.0).features(rec)
 
@@ -106,3 +109,17 @@ def test_spike_index_queries():
     empty = SpikeIndex(Recording.from_steps("x", 1e-3, 100, 1, 2, [], [], []))
     assert empty.counts([0], [100]).sum() == 0 and np.isnan(empty.first_after([0], [100])).all()
     assert empty.rate(0, 100).tolist() == [[0.0, 0.0]]
+
+
+def test_isi_statistics_of_a_window():
+    from dynacal import Recording
+    from dynacal.protocols import SpikeIndex
+
+    rec = Recording.from_steps("x", 1e-3, 100, 1, 3, [0] * 7, [0, 0, 0, 0, 1, 1, 2], [10, 20, 40, 90, 5, 50, 7])
+    mean, cv = SpikeIndex(rec).isi_stats(0, 80)
+    isi = np.array([10e-3, 20e-3])
+    assert mean[0, 0] == pytest.approx(isi.mean()) and cv[0, 0] == pytest.approx(isi.std() / isi.mean())
+    assert mean[0, 1] == pytest.approx(45e-3) and np.isnan(cv[0, 1])  # one ISI: no CV
+    assert np.isnan(mean[0, 2]) and np.isnan(cv[0, 2])
+    mean, _ = SpikeIndex(rec).isi_stats(15, 100)
+    assert mean[0, 0] == pytest.approx(35e-3)  # the spikes at 20, 40, 90

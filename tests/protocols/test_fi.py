@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,28 @@ def test_bad_levels_are_refused():
         FICurve(levels=(2e-9, 1e-9))
     with pytest.raises(ParameterError, match="pA given as A"):
         FICurve(levels=(100.0, 200.0))
+
+
+def test_separate_runs_per_level_agree_with_the_batched_form():
+    # the board measures one DC level after another, each from the fresh state; the
+    # simulators batch the levels as parameter sets: the same neurons give the same curve
+    p = mismatch(N, seed=2).replace(Isoma_dpi_tau=torch.tensor([[4e-12], [6e-12]], dtype=torch.float64))
+    separate = dataclasses.replace(PROTOCOL, separate_runs=True)
+    exp = separate.experiment(f"core0:{N}")
+    assert len(exp.condition_stimuli) == exp.n_conditions == len(PROTOCOL.levels)
+    assert exp.content_hash() != PROTOCOL.experiment(f"core0:{N}").content_hash()
+    backend = get_backend("torch")
+    rec = separate.run(backend, f"core0:{N}", p)
+    assert rec.batch == 2 * len(PROTOCOL.levels) and rec.metadata.get("condition_runs") == len(PROTOCOL.levels)
+    one, batched = PROTOCOL.features(rec), PROTOCOL.features(PROTOCOL.run(backend, f"core0:{N}", p))
+    assert set(one) == set(batched) and one["rate"].shape == (2, N, len(PROTOCOL.levels))
+    for key in batched:
+        np.testing.assert_array_equal(one[key], batched[key], err_msg=key)
+    assert not np.array_equal(one["rate"][0], one["rate"][1])  # the two candidates differ
+
+
+def test_the_levels_are_conditions_of_the_experiment():
+    exp = PROTOCOL.experiment("core0:2")
+    np.testing.assert_array_equal(exp.conditions["Isoma_const"], PROTOCOL.levels)
+    assert exp.protocol["name"] == "fi" and exp.protocol["settings"]["levels"] == list(PROTOCOL.levels)
+    assert not exp.condition_stimuli

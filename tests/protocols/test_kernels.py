@@ -113,3 +113,59 @@ def test_a_backend_that_refuses_traces_is_run_for_spikes(mismatched):
     assert set(g) == {k for k in f if k.startswith(("latency_", "evoked_"))}
     with pytest.raises(ParameterError, match="neurons"):  # other errors come back
         PROTOCOL.run(_RefusesTraces(), f"core0:{N}", Params.from_values(Iampa_w0=np.full(N + 1, 1e-10)))
+
+
+class _Spy:
+    """The torch backend, noting what each run is asked to record."""
+
+    name = "spy"
+
+    def __init__(self):
+        self.asked = []
+
+    def run(self, experiment, params=None, **kwargs):
+        self.asked.append(tuple(kwargs.get("record", ())))
+        return get_backend("torch").run(experiment, params, **kwargs)
+
+
+def test_run_length_and_event_steps_of_the_callers_choosing():
+    # AMPA only, three inputs at steps of our choosing in a run of our length, traced every step
+    protocol = SynapticKernels(synapses=("ampa",), weights=(8,), every=1, events=((300, 1100, 2400),), n_steps=3000)
+    exp = protocol.experiment(f"core0:{N}")
+    assert exp.n_steps == 3000 and exp.stimulus.steps.tolist() == [300, 1100, 2400]
+    spy, p = _Spy(), mismatch(N)
+    rec = protocol.run(spy, f"core0:{N}", p)
+    assert spy.asked == [("Iampa",)] and set(rec.traces) == {"Iampa"}  # only the trace it needs
+    f = protocol.features(rec)
+    assert set(f) == {"latency_ampa", "evoked_ampa", "amplitude_ampa", "tau_ampa"}
+    tau = model_tau(p, "Iampa_tau", "Campa")[0]
+    np.testing.assert_allclose(DT / (1 - np.exp(-DT / f["tau_ampa"][0])), tau, rtol=1e-6)
+    jump = (p.Iampa_w0 * 8 * p.alpha_ampa).numpy()[0]
+    np.testing.assert_allclose(f["amplitude_ampa"][0], jump, rtol=0, atol=1e-12)
+    # the soma's trace on request
+    soma = dataclasses.replace(protocol, record_soma=True)
+    assert soma.traces() == ("Iampa", "Isoma_mem")
+    assert set(soma.run(get_backend("torch"), "core0:1").traces) == {"Iampa", "Isoma_mem"}
+
+
+def test_a_target_with_only_some_traces(mismatched):
+    # e.g. lab data with the AMPA and GABA_B currents only: their trace features, and the
+    # spike features of every type
+    _, rec, f = mismatched
+    some = dataclasses.replace(rec, traces={k: v for k, v in rec.traces.items() if k in ("Iampa", "Igaba_b")})
+    g = SynapticKernels().features(some)
+    traced = {k for k in g if k.startswith(("tau_", "amplitude_"))}
+    assert traced == {"tau_ampa", "amplitude_ampa", "tau_gaba_b", "amplitude_gaba_b"}
+    for key in g:
+        np.testing.assert_array_equal(g[key], f[key], err_msg=key)
+
+
+def test_events_are_checked():
+    with pytest.raises(ParameterError, match="one increasing tuple"):
+        SynapticKernels(synapses=("ampa",), weights=(8,), events=((500, 300),), every=1)
+    with pytest.raises(ParameterError, match="k \\* every - 1"):
+        SynapticKernels(synapses=("ampa",), weights=(8,), events=((500,),), n_steps=2000)
+    with pytest.raises(ParameterError, match="not isolated"):
+        SynapticKernels(synapses=("ampa",), weights=(8,), events=((500, 700),), every=1, n_steps=2000)
+    with pytest.raises(ParameterError, match="n_steps"):
+        SynapticKernels(synapses=("ampa",), weights=(8,), events=((500,),), every=1, n_steps=600)

@@ -57,3 +57,28 @@ def test_rates_are_checked():
         dataclasses.replace(PROTOCOL, rates=(50.0, 10.0))
     with pytest.raises(ParameterError, match="synapse type"):
         dataclasses.replace(PROTOCOL, rates_by_type=(("gaba_c", (1.0, 2.0)),))
+
+
+def test_separate_runs_one_per_input_rate():
+    # the baseline and each (type, rate) pair as a run of its own from the fresh state: each
+    # rate is that of a direct run of the same train alone
+    protocol = RateTransfer(rates=(20.0, 50.0), rates_by_type=(("gaba_a", (5.0, 10.0)),), segment=0.15,
+                            settle=0.02, baseline=0.1, separate_runs=True)
+    exp = protocol.experiment("core0:3")
+    assert exp.n_conditions == len(exp.condition_stimuli) == 1 + 4 * 2 == protocol.n_conditions
+    assert exp.n_steps == 1500 and exp.condition_stimuli[0].steps.size == 0
+    np.testing.assert_array_equal(exp.conditions["Isoma_const"], [PROTOCOL.dc] * 9)
+    backend, p = get_backend("torch"), Params.from_values(Isoma_const=PROTOCOL.dc)
+    f = protocol.features(protocol.run(backend, "core0:3"))
+    assert f["rate_ampa"].shape == (1, 3, 2) and set(f) == {"baseline"} | {
+        f"{k}_{syn}" for k in ("rate", "gain") for syn in protocol.synapses}
+    start, seg = int(round(protocol.settle / exp.dt)), int(round(protocol.segment / exp.dt))
+    for l in (0, 3, 6):  # the baseline, AMPA at 20 Hz, GABA_A at 5 Hz
+        stim = exp.condition_stimuli[l]
+        alone = backend.run(Experiment(exp.network, stim, exp.dt, exp.n_steps), p)
+        stop = int(round(protocol.baseline / exp.dt)) if l == 0 else seg
+        rate = [np.sum((alone.spike_steps(n) >= start) & (alone.spike_steps(n) < stop)) / ((stop - start) * exp.dt)
+                for n in range(3)]
+        got = {0: f["baseline"][0], 3: f["rate_ampa"][0, :, 0], 6: f["rate_gaba_a"][0, :, 0]}[l]
+        np.testing.assert_allclose(got, rate, rtol=1e-12)
+    assert np.all(f["gain_nmda"] > 0)
