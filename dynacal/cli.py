@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, metavar="FILE", help="also write the records as JSON")
     b.set_defaults(run=_bench)
     _add_import(sub)
+    _add_board(sub)
     return parser
 
 
@@ -238,9 +239,20 @@ def _compare(args: argparse.Namespace) -> int:
     info = {"command": "dynacal compare", "argv": sys.argv[1:], "experiment": experiment.summary(),
             "dtype": args.dtype, "device": args.device, "substeps": substeps, "inputs": args.inputs}
     written = cmp.save_results(runs, agreements, args.out, info)
-    written += plots.save_figures({k: r.recording for k, r in runs.items()}, args.out)
+    traced = _traced(runs)
+    if traced:
+        written += plots.save_figures(traced, args.out)
     print(f"wrote {args.out}/: {' '.join(sorted(p.name for p in written))}")
     return 0 if all(a["verdict"] == "agree" for a in agreements) else 1
+
+
+def _traced(runs) -> dict:
+    """The recordings that hold traces (the figures draw currents); says which ones do not."""
+    spikes_only = [k for k, r in runs.items() if not r.recording.traces]
+    if spikes_only:
+        print(f"note: {', '.join(spikes_only)} records no traces (spikes only: the board has no analog readout); "
+              f"compared on spike steps, left out of the figures")
+    return {k: r.recording for k, r in runs.items() if r.recording.traces}
 
 
 def _steps(steps: list[int], limit: int = 20) -> str:
@@ -360,3 +372,50 @@ def _import(args: argparse.Namespace) -> int:
           + (f", traces {sorted(rec.traces)}" if rec.traces else "") + f"; experiment {exp.content_hash()[:12]}.")
     print(f"serve it with --backend replay:{args.out}")
     return 0
+
+
+# --- board ------------------------------------------------------------------------------
+
+def _add_board(sub) -> None:
+    g = sub.add_parser("board", help="the Dynap-SE1 board: first-board checks",
+                       description="Commands for a Dynap-SE1 board driven through samna (or the twin board).")
+    gsub = g.add_subparsers(dest="board_command", required=True, metavar="SUBCOMMAND")
+    k = gsub.add_parser("check", help="smoke test of a new board setup; writes a report to attach to an issue",
+                        description="Print the device info and field types, send one FPGA event with a large first "
+                        "ISI into a strongly weighted neuron and measure the spike latency, relay spikes chip 0 -> 1 "
+                        "and chip 0 -> 2 to confirm the routing signs, read back the applied configuration and "
+                        "compare it with what was written. Exit code 1 if a check fails.")
+    k.add_argument("--backend", default="board", help="board (default: a real board through samna) or twin")
+    k.add_argument("--serial", default=None, help="serial number of the board to use (default: the first found)")
+    k.add_argument("--out", default="board-check.json", metavar="FILE", help="the JSON report (default "
+                   "board-check.json)")
+    k.set_defaults(run=_board_check, command="board check")
+
+
+def _board_check(args: argparse.Namespace) -> int:
+    from ._files import atomic_write  # noqa: PLC0415
+    from .backends.registry import get_backend  # noqa: PLC0415
+
+    spec = args.backend
+    if args.serial is None:
+        backend = get_backend(spec)
+    elif spec == "twin":  # the twin's serial is its argument; a board's is an option
+        spec = f"twin:{args.serial}"
+        backend = get_backend(spec)
+    else:
+        backend = get_backend(spec, serial=args.serial)
+    from dynacal.hardware.board_check import board_check, format_report  # noqa: PLC0415  (after samna is found)
+
+    print(f"dynacal board check: running on {spec} ...", flush=True)
+    try:
+        results = board_check(backend)
+        header = {"backend": spec, "device": backend.device_name, "serial": str(backend.serial),
+                  "argv": sys.argv[1:]}
+    finally:
+        backend.close()
+    text, data = format_report(results, header)
+    print(text)
+    atomic_write(args.out, lambda fh: fh.write(data.encode()))
+    print(f"wrote {args.out}: attach it to an issue about this board")
+    return 0 if all(r.ok for r in results) else 1
+

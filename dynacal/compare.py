@@ -210,9 +210,13 @@ def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float
         if progress:
             progress(label, None)
         walls, recs = [], []
+        # a backend that measures spikes only (the board, the twin) says so: compare its spikes
+        record = () if getattr(backend, "records_traces", True) is False else "all"
+        if not record:
+            log.info("%s records no traces (spikes only): compared on spikes", label)
         for _ in range(2 if warm else 1):
             start = time.perf_counter()
-            recs.append(backend.run(experiment, None, record="all"))
+            recs.append(backend.run(experiment, None, record=record))
             walls.append(time.perf_counter() - start)
         same = len(recs) == 1 or _identical(recs[0], recs[1])
         if not same:
@@ -312,6 +316,8 @@ def file_stem(label: str) -> str:
 
 
 def _npz_arrays(rec: Recording) -> dict[str, np.ndarray]:
+    if rec.batch == 1 and not rec.traces and rec.n_neurons == 1:  # spikes only (the board, the twin)
+        return {"spike_steps": rec.spike_steps(neuron=0).astype(np.int64)}
     if rec.batch != 1 or rec.trace_every != 1 or rec.trace_neurons.size < 1:
         raise ParameterError(f"{rec.backend}: the plain archive holds one neuron's full traces; this "
                              f"recording has batch {rec.batch}, trace_every {rec.trace_every} and "

@@ -6,9 +6,12 @@
   network's ``Params`` (the one mapping of the board, the twin and a calibration);
 - :mod:`.config` and :mod:`.fpga`: a Network and its stimulus -> board configuration and
   FPGA spike-generator events, with every chip limit checked;
-- :mod:`.samna_board`: the ``board`` backend (samna is imported only when it is used);
-- :mod:`.fake_samna` and :mod:`.twin`: a fake samna with a simulated board behind it, the
-  ``twin`` backend.
+- :mod:`.samna_board`: the ``board`` backend (samna is imported only when it is used), with
+  :mod:`.samna_device` (samna's API forms) and :mod:`.attribution` (events -> sets by timestamp);
+- :mod:`.board_check`: ``dynacal board check``, the first-board smoke test;
+- :mod:`.fake_samna` and :mod:`.twin`: a fake samna (strict by default; the facts it follows,
+  with sources, in :mod:`.fake_samna.facts`) with a simulated board behind it, the ``twin``
+  backend.
 
 The core (``dynacal``) never imports this package; the backend registry names it.
 """

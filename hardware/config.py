@@ -15,7 +15,8 @@ How a network lands on the board:
   never (core 0, neuron 0), which is where every unused CAM of a fresh configuration listens);
 - unused CAM entries listen to ``null_address``, which nothing ever sends;
 - a neuron with recurrent targets gets one SRAM destination per target chip (``core_mask``
-  = the target cores); destination 0 is kept for monitoring (as the vendor tools do) unless
+  = the target cores, routing bits by :func:`routing_bits`, the vendor's rule); a neuron at
+  (core 0, id 0) with targets is refused (fresh CAMs listen to that address); destination 0 is kept for monitoring (as the vendor tools do) unless
   ``reserve_monitor=False``, so at most 3 target chips;
 - a CAM entry matches (core, id) but not the chip: two pre neurons with the same (core, id)
   on different chips that reach the same core are an error (aliasing).
@@ -24,16 +25,19 @@ How a network lands on the board:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Mapping
 
 import numpy as np
 
 from dynacal.chip import CORES_PER_CHIP, FAN_IN, NEURONS_PER_CORE, Network
-from dynacal.errors import NetworkError
+from dynacal.errors import NetworkError, unknown_name
 from dynacal.params import SYNAPSE_TYPES
 
+from .biasgen import reverse_coarse
+
 __all__ = ["BoardPlan", "plan_network", "write_configuration", "SAMNA_SYN_TYPES", "MAX_CHIPS", "SRAMS",
-           "ADDRESSES", "SILENT_CODES", "chip_xy"]
+           "ADDRESSES", "SILENT_CODES", "chip_xy", "routing_bits", "route_target", "wire_codes"]
 
 MAX_CHIPS = 4
 SRAMS = 4
@@ -49,6 +53,35 @@ SILENT_CODES = {"IF_DC_P": (0, 0), "IF_TAU1_N": (5, 255), "IF_THR_N": (0, 0), "P
 def chip_xy(chip: int) -> tuple[int, int]:
     """Position of a chip in the board's 2 x 2 grid (approx.: chip = 2 * y + x)."""
     return chip % 2, chip // 2
+
+
+def routing_bits(source: int, target: int) -> tuple[int, int, int, int]:
+    """SRAM routing bits (sx, sy, dx, dy) from chip ``source`` to chip ``target``.
+
+    The rule of the vendor's netgen (``fake_samna.facts.ROUTING_RULE``): ``sx = xt < xs``,
+    ``sy = yt >= ys``, ``dx = |xt - xs|``, ``dy = |yt - ys|``; :func:`route_target` inverts it.
+    """
+    (xs, ys), (xt, yt) = chip_xy(source), chip_xy(target)
+    return int(xt < xs), int(yt >= ys), abs(xt - xs), abs(yt - ys)
+
+
+def route_target(source: int, sx: int, sy: int, dx: int, dy: int, board_chips: int = MAX_CHIPS) -> int | None:
+    """The chip a route with bits (sx, sy, dx, dy) from chip ``source`` reaches, or None when it
+    leaves the 2 x 2 grid (the events are lost on the board)."""
+    xs, ys = chip_xy(source)
+    xt = xs - dx if sx else xs + dx
+    yt = ys + dy if sy else ys - dy
+    if not (0 <= xt < 2 and 0 <= yt < 2) or 2 * yt + xt >= board_chips:
+        return None
+    return 2 * yt + xt
+
+
+def wire_codes(codes: Mapping[Any, Mapping[str, tuple[int, int]]], bit_reversed: bool) -> dict:
+    """Logical (coarse, fine) codes -> the codes sent to samna: a bit-reversed DAC gets its 3
+    coarse bits reversed on the wire (``biasgen.reverse_coarse``)."""
+    if not bit_reversed:
+        return {key: dict(values) for key, values in codes.items()}
+    return {key: {b: (int(reverse_coarse(c)), int(f)) for b, (c, f) in values.items()} for key, values in codes.items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -104,19 +137,24 @@ class BoardPlan:
                 "dummy_address": self.dummy_address}
 
 
-def plan_network(network: Network, *, board_chips: int = MAX_CHIPS, reserve_monitor: bool = True) -> BoardPlan:
+def plan_network(network: Network, *, board_chips: int = MAX_CHIPS, reserve_monitor: bool = True,
+                 zero_address: str = "refuse") -> BoardPlan:
     """Place a network on the board and check every chip limit.
 
     Args:
         network: the frozen network.
         board_chips: chips on the board (a Dynap-SE1 dev kit has 4).
         reserve_monitor: keep SRAM destination 0 for monitoring (3 routes per neuron).
+        zero_address: a neuron at (core 0, id 0) with recurrent targets: ``"refuse"``
+            (NetworkError), ``"warn"`` (log a warning) or ``"allow"``.
 
     Raises:
         NetworkError: naming the limit: chips on the board, neuron ids, fan-in (64 CAM
             entries), SRAM destinations (4, or 3 with monitoring), source-address aliasing,
             free virtual addresses for the inputs.
     """
+    if zero_address not in ("refuse", "warn", "allow"):
+        raise unknown_name("zero_address", zero_address, ("refuse", "warn", "allow"))
     n = network.n_neurons
     chip, core = np.divmod(network.core.astype(np.int64), CORES_PER_CHIP)
     nid = network.neuron_id.astype(np.int64)
@@ -138,6 +176,17 @@ def plan_network(network: Network, *, board_chips: int = MAX_CHIPS, reserve_moni
                            f"needs {int(fan_in[k])} CAM entries (sum of its input weights), over the limit of "
                            f"{FAN_IN} per neuron by {int(fan_in[k]) - FAN_IN}; lower its input weights.")
     dest = _destinations(network, chip, core, nid, reserve_monitor)
+    zero = [int(k) for k in np.flatnonzero((core == 0) & (nid == 0) & (dest[:, :, 0].sum(1) > 0))]
+    if zero and zero_address != "allow":
+        k = zero[0]
+        message = (f"neuron {k} sits at chip {int(chip[k])} core 0 id 0 and has recurrent targets; on a fresh chip "
+                   f"every unused CAM entry listens to (core 0, neuron 0) as NMDA, so its spikes would drive every "
+                   f"unconnected neuron of its target cores (the vendor's netgen warns of this). Leave id 0 of core 0 "
+                   f"unused (take one more neuron with get_neurons and drop the first), or pass "
+                   f"zero_address='allow' to run it anyway.")
+        if zero_address == "refuse":
+            raise NetworkError(message)
+        logging.getLogger(__name__).warning(message)
     # inputs get addresses no network neuron has (CAMs cannot tell an input from a neuron with
     # the same address); (core 0, neuron 0) is where unused CAMs of a fresh configuration listen
     used = set((core * NEURONS_PER_CORE + nid).tolist()) | {0}
@@ -197,7 +246,7 @@ def _destinations(network: Network, chip, core, nid, reserve_monitor: bool) -> n
         xs, ys = chip_xy(int(chip[i]))
         for slot, (target, mask) in enumerate(sorted(per_chip.items()), start=first):
             xt, yt = chip_xy(target)
-            dest[i, slot] = (1, target, int(core[i]), mask, int(xt > xs), int(yt > ys), abs(xt - xs), abs(yt - ys))
+            dest[i, slot] = (1, target, int(core[i]), mask, *routing_bits(int(chip[i]), target))
             address = int(core[i]) * NEURONS_PER_CORE + int(nid[i])
             for k in range(CORES_PER_CHIP):
                 if mask >> k & 1:

@@ -3,7 +3,7 @@
 The FPGA spike generator of the Dynap-SE1 kit plays a preloaded list of
 ``FpgaSpikeEvent(core_mask, neuron_id, target_chip, isi)``. Event k is sent ``isi_k`` units
 after event k-1 (the first: after ``start()``); a unit is ``isi_multiplier`` FPGA clock ticks
-(90 MHz, 11.1 ns). Limits: ``isi`` has 16 bits (<= 65535 units) and the generator holds
+(90 MHz, 11.1 ns). Limits: ``isi`` has 16 bits and must be < 65535 units (``MAX_ISI`` = 65534) and the generator holds
 2**15 - 1 events (``MAX_EVENTS``).
 
 :func:`schedule` turns a stimulus (spike steps of dt) into such a list:
@@ -13,7 +13,7 @@ after event k-1 (the first: after ``start()``); a unit is ``isi_multiplier`` FPG
 - the multiplier: when ``dt`` is a whole number of ticks, the largest divisor of it not
   above ``max_multiplier`` (spike times are then exact); otherwise 90 (1 us units, times
   rounded to the nearest us). ``isi_multiplier=`` pins it;
-- a gap longer than 65535 units is split by filler events (``core_mask`` 0 and the plan's
+- a gap longer than 65534 units is split by filler events (``core_mask`` 0 and the plan's
   ``dummy_address``, which no CAM listens to).
 """
 
@@ -34,7 +34,8 @@ __all__ = ["FpgaSchedule", "schedule", "choose_multiplier", "FPGA_CLOCK_HZ", "IS
 
 FPGA_CLOCK_HZ = 90e6
 ISI_BITS = 16
-MAX_ISI = 2 ** ISI_BITS - 1
+#: Largest ISI sent: the vendor's helper asserts ``isi < 65535`` (``fake_samna.facts.ISI_LIMIT``).
+MAX_ISI = 2 ** ISI_BITS - 2
 MAX_EVENTS = 2 ** 15 - 1
 #: Largest multiplier chosen automatically: public code uses 90 and 900; larger values are
 #: allowed when pinned, up to the 16-bit register we assume (not verified on a board).

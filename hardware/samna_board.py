@@ -5,19 +5,26 @@
 1. before anything is sent: place the network (:func:`.config.plan_network`), build the FPGA
    events (:func:`.fpga.schedule`) and the bias codes of every set (one value per core,
    :func:`.biasmap.params_to_codes`); every chip limit is checked here;
-2. per set: apply the configuration (then only the biases that change), discharge the
-   analog state (all leak biases to (7, 255) for ``discharge_s``, then back), preload the
-   stimulus, ``reset_timestamp``, flush the event buffer, start the generator, wait for the
-   stimulus plus ``tail_s``, stop, and drain the buffer until the stream has passed the end
-   of the window (plus ``grace_s`` for late events) or has been quiet for ``quiet_s``;
-3. unwrap the timestamps (:mod:`.events`), keep the network's neurons and the window
-   ``[0, duration)``, and return a :class:`~dynacal.recording.Recording` (spike times in s).
+2. on connecting (:mod:`.samna_device`): open the device, wire the event sink, and reset
+   the timestamp counter once; everything received from then on is one *epoch*
+   (:mod:`.attribution`);
+3. per set: apply the configuration (then only the biases that change, sent in the DAC's
+   coarse convention, :func:`.config.wire_codes`), discharge the analog state (all leak
+   biases to (7, 255) for ``discharge_s``, then back), preload the stimulus, note the board
+   time of the start, start the generator, wait for the stimulus plus ``tail_s``, stop, and
+   drain the buffer until the stream has passed the end of the window (plus ``grace_s``) or
+   has been quiet for ``quiet_s``;
+4. after the last set: wait ``late_wait_s`` for late events, then give every spike to the
+   set whose time span holds its (unwrapped) timestamp, never by when it arrived, and count
+   what was late, dropped (where the device reports it), outside every window or discarded
+   (``metadata["board"]["sets"][i]`` and ``["losses"]``). A run whose losses exceed
+   ``max_loss_fraction`` warns or fails (``on_loss``).
 
 A failure of the device (any exception of samna while measuring) is retried ``retries``
-times on a re-opened device; sets already measured are kept, saved to ``checkpoint_dir``
-(one HDF5 recording per set, reused by a later run of the same experiment and codes) and
-returned in :class:`BoardRunError` (``on_error="raise"``) or as a partial recording
-(``on_error="partial"``). The backend returns spikes only: the board has no trace readout.
+times on a re-opened device (waited for with a bounded backoff); sets already measured are
+kept, saved to ``checkpoint_dir`` (one HDF5 recording per set, reused by a later run of the
+same experiment and codes) and returned in :class:`BoardRunError` (``on_error="raise"``) or
+as a partial recording (``on_error="partial"``). The board has no trace readout.
 """
 
 from __future__ import annotations
@@ -32,17 +39,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from dynacal.backends.base import resolve_params, run_conditions
-from dynacal.errors import BackendUnavailable, BoardError, DynacalError, ParameterError, RecordingError, unknown_name
+from dynacal.errors import BoardError, DynacalError, ParameterError, RecordingError, unknown_name
 from dynacal.experiment import Experiment
 from dynacal.params import Params
 from dynacal.recording import Recording, check_record
 
+from .attribution import Epoch, RunState as _Run, Window, attribute, loss_message
 from .biasgen import BiasDAC
-from .biasmap import LEAK_BIASES, BiasConstants, BiasSetting
-from .config import BoardPlan, plan_network, write_configuration
-from .events import lookup_neurons, split_events, unwrap
-from .fpga import MAX_MULTIPLIER, FpgaSchedule, schedule
-from .samna_detect import TWIN_HINT, import_samna
+from .biasmap import BiasConstants
+from .config import plan_network, wire_codes
+from .events import split_events, unwrap
+from .fpga import MAX_MULTIPLIER, schedule
+from .samna_detect import import_samna
+from .samna_device import DeviceLink, apply_setting, discharge, fpga_events
 from .sets import ignored_parameters, set_codes
 
 __all__ = ["BoardBackend", "BoardRunError"]
@@ -51,14 +60,16 @@ log = logging.getLogger(__name__)
 
 
 class BoardRunError(BoardError):
-    """The board failed part-way through a run; what was measured is kept.
+    """The board failed part-way through a run (or lost too many events); what was measured
+    is kept.
 
     Attributes:
         partial: a :class:`Recording` with the completed sets (metadata lists them).
-        completed: indices of the completed parameter sets; failed: the set that failed.
+        completed: indices of the completed parameter sets; failed: the set that failed
+            (None when the run failed on its losses).
     """
 
-    def __init__(self, message: str, partial: Recording, completed: list[int], failed: int):
+    def __init__(self, message: str, partial: Recording, completed: list[int], failed: int | None):
         super().__init__(message)
         self.partial, self.completed, self.failed = partial, completed, failed
 
@@ -70,23 +81,32 @@ class BoardBackend:
         device_name: samna's device type name of the kit.
         samna_module: the samna module to use (None: import the real one lazily).
         serial: open only the board with this serial number (None: the first one found).
-        dac: the DAC model that turns currents into codes (default: community table).
+        dac: the DAC model that turns currents into codes (default: community table); a
+            bit-reversed DAC gets its coarse codes reversed on the wire.
         constants: chip constants of the bias map.
         discharge: discharge the analog state before each measurement; discharge_s: for how long.
         tail_s: listen this long after the stimulus, s; poll_s, quiet_s, grace_s,
             drain_timeout_s: draining of the event buffer, s (see the module doc).
-        settle_s: wait this long before flushing the buffer and starting, s, so that late
-            events of the previous measurement are flushed (and counted) rather than
-            mistaken for events of this one.
+        settle_s: wait this long before each start, s.
+        late_wait_s: after the last set, wait this long for late events, s.
         retries: re-open and re-measure a set this many times after a device failure.
+        reconnect_timeout_s: wait up to this long for a device that is gone, s.
         on_error: ``"raise"`` (BoardRunError with the partial result) or ``"partial"``.
+        max_loss_fraction: losses (dropped where reported, outside every window) over all
+            events above which ``on_loss`` applies; on_loss: ``"warn"`` or ``"raise"``.
         checkpoint_dir: save each measured set there, and reuse saved ones.
         isi_multiplier, max_isi_multiplier: see :func:`.fpga.schedule`.
         reserve_monitor: keep SRAM destination 0 for monitoring.
-        start_latency_s: subtracted from every spike time (the delay between
-            ``reset_timestamp`` and the generator's first event, if measured).
-        timestamp_period_us: period of the board's us counter (2**32).
-        sleep: the clock to wait on (``time.sleep``; the twin passes its virtual clock).
+        zero_address: a network neuron at (core 0, id 0) with recurrent targets: ``"refuse"``,
+            ``"warn"`` or ``"allow"`` (see :func:`.config.plan_network`).
+        start_latency_s: subtracted from every spike time (the delay between the host's
+            start and the generator's first event, as ``dynacal board check`` measures it).
+        timestamp_period_us: period of the board's us counter (None: detected, 2**32 when
+            the stream does not tell; see :func:`.events.detect_period`).
+        sleep, clock: the clock to wait on and to read, s (``time.sleep`` and
+            ``time.monotonic``; the twin passes its virtual clock).
+        loss_counter: a callable giving the device's count of dropped events so far, if it
+            reports one (the twin does; samna does not).
         name: the backend's name in recordings.
 
     Raises:
@@ -97,85 +117,75 @@ class BoardBackend:
     differentiable = False
     records_traces = False  # no analog readout: spikes only
 
-    def __init__(self, device_name: str = "Dynapse1DevKit", samna_module: Any = None, *, serial: int | None = None,
+    def __init__(self, device_name: str = "Dynapse1DevKit", samna_module: Any = None, *, serial: int | str | None = None,
                  dac: BiasDAC | None = None, constants: BiasConstants = BiasConstants(), discharge: bool = True,
                  discharge_s: float = 5e-3, tail_s: float = 0.05, poll_s: float = 0.02, quiet_s: float = 0.2,
-                 grace_s: float = 0.1, settle_s: float = 0.0, drain_timeout_s: float = 2.0, retries: int = 1, on_error: str = "raise",
-                 checkpoint_dir: str | Path | None = None, isi_multiplier: int | None = None,
-                 max_isi_multiplier: int = MAX_MULTIPLIER, reserve_monitor: bool = True, start_latency_s: float = 0.0,
-                 timestamp_period_us: int = 2 ** 32, sleep: Callable[[float], None] | None = None, name: str = "board"):
+                 grace_s: float = 0.1, settle_s: float = 0.0, late_wait_s: float = 1.0, drain_timeout_s: float = 2.0,
+                 retries: int = 1, reconnect_timeout_s: float = 5.0, on_error: str = "raise",
+                 max_loss_fraction: float = 0.02, on_loss: str = "warn", checkpoint_dir: str | Path | None = None,
+                 isi_multiplier: int | None = None, max_isi_multiplier: int = MAX_MULTIPLIER,
+                 reserve_monitor: bool = True, zero_address: str = "refuse", start_latency_s: float = 0.0,
+                 timestamp_period_us: int | None = None, sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] | None = None, loss_counter: Callable[[], int] | None = None,
+                 name: str = "board"):
         if on_error not in ("raise", "partial"):
             raise unknown_name("on_error", on_error, ("raise", "partial"))
+        if on_loss not in ("warn", "raise"):
+            raise unknown_name("on_loss", on_loss, ("warn", "raise"))
         if int(retries) < 0:
             raise ParameterError(f"retries = {retries} must be an integer >= 0.")
+        if not 0 <= float(max_loss_fraction) <= 1:
+            raise ParameterError(f"max_loss_fraction = {max_loss_fraction} must be a fraction 0..1, e.g. 0.02.")
         self._samna = samna_module if samna_module is not None else import_samna()
-        self.name, self.device_name, self.serial = name, device_name, serial
+        self._sleep = sleep or time.sleep
+        self._clock = clock or time.monotonic
+        self._link = DeviceLink(self._samna, device_name, serial, self._sleep, reconnect_timeout_s)
+        self.name, self.device_name = name, device_name
         self.dac, self.constants = dac or BiasDAC(), constants
         self.discharge, self.discharge_s, self.tail_s = bool(discharge), float(discharge_s), float(tail_s)
         self.poll_s, self.quiet_s, self.grace_s, self.settle_s = float(poll_s), float(quiet_s), float(grace_s), float(settle_s)
-        self.drain_timeout_s, self.retries, self.on_error = float(drain_timeout_s), int(retries), on_error
+        self.late_wait_s, self.drain_timeout_s = float(late_wait_s), float(drain_timeout_s)
+        self.retries, self.on_error, self.on_loss = int(retries), on_error, on_loss
+        self.max_loss_fraction = float(max_loss_fraction)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.isi_multiplier, self.max_isi_multiplier = isi_multiplier, int(max_isi_multiplier)
-        self.reserve_monitor, self.start_latency_s = bool(reserve_monitor), float(start_latency_s)
-        self.timestamp_period_us = int(timestamp_period_us)
-        self._sleep = sleep or time.sleep
-        self._model = self._sink = self._applied = self._previous = None
-        self._find_device(unavailable=True)
+        self.reserve_monitor, self.zero_address = bool(reserve_monitor), zero_address
+        self.start_latency_s = float(start_latency_s)
+        self.timestamp_period_us = None if timestamp_period_us is None else int(timestamp_period_us)
+        self._loss_counter = loss_counter
+        self._applied = self._epoch = None
+        self._link.find(unavailable=True)
+
+    @property
+    def serial(self):
+        return self._link.serial
 
     def __repr__(self) -> str:
         return f"BoardBackend({self.device_name!r}, name={self.name!r}, serial={self.serial})"
 
     # --- the device -------------------------------------------------------------------
 
-    def _find_device(self, *, unavailable: bool):
-        try:
-            infos = list(self._samna.device.get_unopened_devices())
-        except Exception as exc:
-            raise (BackendUnavailable if unavailable else BoardError)(
-                f"samna could not list devices: {type(exc).__name__}: {exc}.") from exc
-        match = [i for i in infos if i.device_type_name == self.device_name
-                 and (self.serial is None or i.serial_number == self.serial)]
-        if not match:
-            seen = ", ".join(f"{i.device_type_name} (serial {i.serial_number})" for i in infos) or "none"
-            want = self.device_name + (f" with serial {self.serial}" if self.serial is not None else "")
-            if unavailable:
-                raise BackendUnavailable(f"samna is installed but no {want} is attached (unopened devices: {seen}); "
-                                         f"connect the board, or close the program that holds it. {TWIN_HINT}")
-            raise BoardError(f"the {want} is no longer connected (unopened devices: {seen}); check the USB cable "
-                             f"and power, then run again (measured sets are kept).")
-        return match[0]
-
     def _connect(self):
-        if self._model is None:
-            info = self._find_device(unavailable=False)
+        """The open model; a fresh connection resets the timestamp counter: a new epoch."""
+        if self._link.open():
+            self._applied = None
             try:
-                self._model = self._samna.device.open_device(info)
-                self._sink = self._samna.BasicSinkNode_dynapse1_dynapse1_event()
-                self._model.get_source_node().add_destination(self._sink.get_input_channel())
+                self._link.model.get_dynapse1_api().reset_timestamp()
             except Exception as exc:
                 self._drop()
-                raise BoardError(f"samna could not open the {self.device_name}: {type(exc).__name__}: {exc}.") from exc
-            self.serial = info.serial_number if self.serial is None else self.serial
-            self._applied = None
-        return self._model
+                raise BoardError(f"samna failed while resetting the timestamp: {type(exc).__name__}: {exc}.") from exc
+            self._epoch = Epoch(self._clock())
+            self._epoch.n_discarded = len(self._link.sink.get_events())  # their time base is gone
+        return self._link.model
 
     def _drop(self) -> None:
-        """Forget the device handle (after a failure); the next measurement re-opens it."""
-        model, self._model, self._sink, self._applied = self._model, None, None, None
-        if model is not None:
-            try:
-                self._samna.device.close_device(model)
-            except Exception as exc:  # a vanished device cannot be closed cleanly
-                log.debug("closing a failed device: %s", exc)
+        self._link.drop()
+        self._applied = None
 
     def close(self) -> None:
-        """Disconnect the event sink and close the device (safe to call twice)."""
-        if self._model is not None and self._sink is not None:
-            try:
-                self._model.get_source_node().remove_destination(self._sink.get_input_channel())
-            except Exception as exc:
-                log.debug("removing the event sink: %s", exc)
-        self._drop()
+        """Unwire the event sink and close the device (safe to call twice)."""
+        self._link.close()
+        self._applied = self._epoch = None
 
     def __enter__(self) -> "BoardBackend":
         return self
@@ -193,21 +203,23 @@ class BoardBackend:
             experiment: network, stimulus, dt and duration (dt only sets the Recording's steps).
             params: (B, N) parameters; the bias-settable ones (``MODEL_PARAMETERS``) must be
                 equal within each core; None = the network's own.
-            record: must be empty: the board returns spikes only.
+            record: must name no trace: the board returns spikes only.
 
         Returns:
             A :class:`Recording` with measured spike times in s.
 
         Raises:
             ParameterError, NetworkError: a limit of the chip (before anything is sent).
-            BoardRunError: the device failed after ``retries`` (with the partial result).
+            BoardRunError: the device failed after ``retries`` (with the partial result), or
+                the losses exceeded ``max_loss_fraction`` with ``on_loss="raise"``.
         """
         if experiment.condition_stimuli:  # L separate runs from the fresh state (dynacal.backends.base)
             return run_conditions(self.run, experiment, params, record=record)
-        if check_record(record):
-            raise ParameterError(f"the board measures spikes only; it cannot record traces {list(record)} (no analog "
+        names = check_record(record)  # "all" and "Isoma_mem" are names, not sequences of letters
+        if names:
+            raise ParameterError(f"the board measures spikes only; it cannot record traces {list(names)} (no analog "
                                  f"readout). Record traces with a simulator backend, or pass record=().")
-        plan = plan_network(experiment.network, reserve_monitor=self.reserve_monitor)
+        plan = plan_network(experiment.network, reserve_monitor=self.reserve_monitor, zero_address=self.zero_address)
         sched = schedule(plan, experiment.stimulus, experiment.dt, isi_multiplier=self.isi_multiplier,
                          max_multiplier=self.max_isi_multiplier, n_steps=experiment.n_steps)
         p = resolve_params(experiment, params)
@@ -220,45 +232,51 @@ class BoardBackend:
         ignored = ignored_parameters(p)
         if ignored:
             log.warning("the board ignores parameters the silicon fixes: %s", ", ".join(ignored))
-        results: dict[int, tuple] = {}
+        run = _Run(experiment, plan, sched, settings, ignored)
         for i in range(b):
             try:
-                results[i] = self._set(experiment, plan, sched, settings[i], i)
+                self._set(run, i)
             except BoardError as exc:
-                rec = self._recording(experiment, plan, sched, settings, results, ignored, failed=i)
+                rec = self._recording(run, failed=i)
                 message = (f"the board failed on parameter set {i} of {b} after {self.retries + 1} attempt(s): {exc} "
-                           f"Sets {sorted(results)} were measured" +
+                           f"Sets {sorted(run.results)} were measured" +
                            (f" and saved in {self.checkpoint_dir}" if self.checkpoint_dir else "") + ".")
                 if self.on_error == "partial":
                     log.error("%s Returning the partial recording.", message)
                     return rec
-                raise BoardRunError(message, rec, sorted(results), i) from exc
-        return self._recording(experiment, plan, sched, settings, results, ignored)
+                raise BoardRunError(message, rec, sorted(run.results), i) from exc
+        if run.pending:
+            self._sleep(self.late_wait_s)  # late events of the last sets
+            self._collect()
+            self._finish_epoch(run)
+        rec = self._recording(run)
+        self._check_losses(rec, run)
+        return rec
 
-    def _set(self, experiment, plan, sched, setting, i) -> tuple:
+    def _set(self, run: _Run, i: int) -> None:
         """One parameter set: from the checkpoint, or measured with retries."""
-        path = self._checkpoint_path(experiment, setting, i)
+        path = self._checkpoint_path(run.experiment, run.settings[i], i)
+        run.paths[i] = path
         if path is not None and path.exists():
             try:
                 rec = Recording.load(path)
                 log.info("parameter set %d: reusing %s", i, path)
-                return rec.spike_neuron, rec.spike_time, dict(rec.metadata.get("board_set", {}), reused=str(path))
+                run.results[i] = (rec.spike_neuron, rec.spike_time, dict(rec.metadata.get("board_set", {}),
+                                                                            reused=str(path)))
+                return
             except RecordingError as exc:
                 log.warning("checkpoint %s is unreadable (%s); measuring again", path, exc)
         last = None
         for attempt in range(self.retries + 1):
             try:
-                neurons, times, stats = self._measure(experiment, plan, sched, setting)
-                stats["attempts"] = attempt + 1
-                if path is not None:
-                    single = Recording.from_times(self.name, experiment.dt, experiment.n_steps, 1, plan.n_neurons,
-                                                  np.zeros(times.size, np.int64), neurons, times,
-                                                  metadata={"board_set": stats, "set": i})
-                    single.save(path)
-                return neurons, times, stats
+                self._measure(run, i)
+                run.attempts[i] = attempt + 1
+                run.pending.append(i)
+                return
             except BoardError as exc:
                 last = exc
                 log.warning("parameter set %d, attempt %d of %d: %s", i, attempt + 1, self.retries + 1, exc)
+                self._finish_epoch(run)  # the sets measured before the failure are final
                 self._drop()
         raise last
 
@@ -269,112 +287,122 @@ class BoardBackend:
         key = hashlib.sha256((experiment.content_hash() + codes + self.name).encode()).hexdigest()[:16]
         return self.checkpoint_dir / f"set{i:04d}_{key}.h5"
 
-    def _measure(self, experiment: Experiment, plan: BoardPlan, sched: FpgaSchedule, setting: BiasSetting):
+    def _measure(self, run: _Run, i: int) -> None:
         """One measurement on the device; any samna failure becomes a :class:`BoardError`."""
-        model = self._connect()
-        dyn = self._samna.dynapse1
-        step = "applying the configuration"
+        experiment, plan, setting = run.experiment, run.plan, run.settings[i]
+        step = "connecting"
         try:
-            if self._applied is None or self._applied[0] is not plan:
-                model.apply_configuration(write_configuration(plan, dyn, setting.codes))
-            else:
-                for key, codes in setting.codes.items():
-                    for bias, code in codes.items():
-                        if self._applied[1][key][bias] != code:
-                            model.update_single_parameter(dyn.Dynapse1Parameter(bias, *code), *key)
-            self._applied = (plan, setting.codes)
+            model = self._connect()
+            dyn = self._samna.dynapse1
+            wire = wire_codes(setting.codes, self.dac.bit_reversed)
+            step = "applying the configuration"
+            self._applied = apply_setting(model, dyn, plan, wire, self._applied)
             if self.discharge:
                 step = "discharging the analog state"
-                for chip, core in plan.cores:
-                    for bias in LEAK_BIASES:
-                        model.update_single_parameter(dyn.Dynapse1Parameter(bias, 7, 255), chip, core)
-                self._sleep(self.discharge_s)
-                for chip, core in plan.cores:
-                    for bias in LEAK_BIASES:
-                        model.update_single_parameter(dyn.Dynapse1Parameter(bias, *setting.codes[(chip, core)][bias]),
-                                                      chip, core)
+                discharge(model, dyn, plan, wire, self._sleep, self.discharge_s)
             step = "loading the stimulus"
             gen = model.get_fpga_spike_gen()
             gen.set_variable_isi_mode(True)
             gen.set_repeat_mode(False)
-            gen.set_isi_multiplier(sched.isi_multiplier)
-            gen.preload_stimulus([dyn.FpgaSpikeEvent(*row) for row in zip(
-                sched.core_mask.tolist(), sched.neuron_id.tolist(), sched.target_chip.tolist(), sched.isi.tolist())])
+            gen.set_isi_multiplier(run.sched.isi_multiplier)
+            gen.preload_stimulus(fpga_events(dyn, run.sched))
             step = "starting"
-            self._sleep(self.settle_s)  # stragglers of the previous measurement arrive, and are flushed
-            stale = self._sink.get_events()
-            model.get_dynapse1_api().reset_timestamp()
+            self._sleep(self.settle_s)
+            self._collect()  # late events of earlier sets: kept, and placed by their timestamps
+            window = Window(i, (self._clock() - self._epoch.reset_clock) * 1e6, experiment.duration * 1e6)
+            if self._epoch.windows:  # a span ends where the next measurement starts
+                prev = self._epoch.windows[-1]
+                prev.span_us = min(prev.span_us, window.start_us - prev.start_us)
+            before = self._loss_counter() if self._loss_counter else None
             gen.start()
             step = "running the stimulus"
             self._sleep(experiment.duration + self.tail_s)
             gen.stop()
             step = "collecting the output events"
-            events = self._drain(experiment.duration + self.tail_s)
+            self._drain(window)
         except DynacalError:
             raise
         except Exception as exc:
             raise BoardError(f"samna failed while {step}: {type(exc).__name__}: {exc}.") from exc
-        return self._convert(events, stale, experiment, plan)
+        window.drained_at = len(self._epoch.events)
+        window.span_us = (self._clock() - self._epoch.reset_clock) * 1e6 - window.start_us + self.late_wait_s * 1e6
+        self._epoch.windows.append(window)
+        run.dropped[i] = None if before is None else int(self._loss_counter() - before)
 
-    def _drain(self, window_s: float) -> list:
-        """Poll the sink until the stream passed the window (+ grace), went quiet, or timed out."""
-        events, waited, quiet, passed_at = [], 0.0, 0.0, None
-        end_us = int(window_s * 1e6)
+    def _collect(self) -> int:
+        """Take what has arrived into the epoch; returns how many events came, and follows the
+        stream's latest unwrapped time (``Epoch.live``)."""
+        new = self._link.sink.get_events()
+        if new:
+            ep, dyn, counts = self._epoch, self._samna.dynapse1, {}
+            elapsed = (self._clock() - ep.reset_clock) * 1e6
+            unwrap(split_events(new, dyn.Spike, dyn.TimestampWrapEvent), self.timestamp_period_us or 2 ** 32,
+                   state=ep.live, elapsed_us=elapsed, counts=counts)
+            ep.live = counts["state"]
+            ep.add(new, elapsed)
+        return len(new)
+
+    def _drain(self, window: Window) -> None:
+        """Poll the sink until the stream passed the window (+ tail, grace), went quiet, or timed out."""
+        waited, quiet, passed_at = 0.0, 0.0, None
+        end_us = window.start_us + window.duration_us + self.tail_s * 1e6
         while True:
-            new = self._sink.get_events()
-            if new:
-                events.extend(new)
+            if self._collect():
                 quiet = 0.0
-                if passed_at is None:
-                    batch = split_events(events, self._samna.dynapse1.Spike, self._samna.dynapse1.TimestampWrapEvent)
-                    t = unwrap(batch, self.timestamp_period_us)
-                    if t.size and t.max() >= end_us:
-                        passed_at = waited
+                if passed_at is None and self._epoch.live.ref_us >= end_us:
+                    passed_at = waited
             else:
                 quiet += self.poll_s
             if (passed_at is not None and waited - passed_at >= self.grace_s) or quiet >= self.quiet_s \
                     or waited >= self.drain_timeout_s:
-                return events
+                return
             self._sleep(self.poll_s)
             waited += self.poll_s
 
-    def _convert(self, events: list, stale: list, experiment: Experiment, plan: BoardPlan):
+    def _finish_epoch(self, run: _Run) -> None:
+        """Place the epoch's events in the sets measured in it; those sets are then final."""
+        ep = self._epoch
+        if ep is None or not ep.windows:
+            return
         dyn = self._samna.dynapse1
-        batch = split_events(events, dyn.Spike, dyn.TimestampWrapEvent)
-        t_us = unwrap(batch, self.timestamp_period_us)
-        t = t_us * 1e-6 - self.start_latency_s
-        idx = lookup_neurons(batch, plan.global_ids())
-        keep = (idx >= 0) & (t >= 0) & (t < experiment.duration)
-        n_stale = 0
-        if self._previous is not None and stale:  # events of the previous measurement, in its time base
-            old = split_events(stale, dyn.Spike, dyn.TimestampWrapEvent)
-            prev_ids, prev_ref, prev_end = self._previous
-            t_old = unwrap(old, self.timestamp_period_us, prev_ref)
-            n_stale = int(((lookup_neurons(old, prev_ids) >= 0) & (t_old * 1e-6 - self.start_latency_s < prev_end)).sum())
-            if n_stale:
-                log.warning("%d spikes inside the previous measurement's window arrived after its drain and were "
-                            "discarded, so that measurement lost them; raise grace_s (late events) or quiet_s.",
-                            n_stale)
-        self._previous = (plan.global_ids(), int(t_us.max()) if t_us.size else 0, experiment.duration)
-        stats = {"n_events": len(events), "n_spikes": int(keep.sum()), "n_wraps": int((batch.kind == 2).sum()),
-                 "n_other_neurons": int((idx < 0).sum()), "n_outside_window": int(((idx >= 0) & ~keep).sum()),
-                 "n_lost_by_previous": n_stale}
-        return idx[keep], t[keep], stats
+        per_set, summary = attribute(ep, dyn.Spike, dyn.TimestampWrapEvent, run.plan.global_ids(),
+                                     period_us=self.timestamp_period_us, start_latency_s=self.start_latency_s)
+        for i, (neurons, times, stats) in per_set.items():
+            stats.update(attempts=run.attempts.get(i, 1), n_dropped=run.dropped.get(i))
+            run.results[i] = (neurons, times, stats)
+            if run.paths.get(i) is not None:
+                Recording.from_times(self.name, run.experiment.dt, run.experiment.n_steps, 1, run.plan.n_neurons,
+                                     np.zeros(times.size, np.int64), neurons, times,
+                                     metadata={"board_set": stats, "set": i}).save(run.paths[i])
+        run.epochs.append(summary)
+        run.pending = [i for i in run.pending if i not in per_set]
+        # what follows in this epoch belongs to later runs: keep the unwrap state, drop the rest
+        ep.state, ep.events, ep.arrived_us, ep.windows, ep.n_discarded = ep.live, [], [], [], 0
 
-    def _recording(self, experiment, plan, sched, settings, results, ignored, failed: int | None = None) -> Recording:
-        b = len(settings)
+    def _check_losses(self, rec: Recording, run: _Run) -> None:
+        message = loss_message(rec.metadata["board"]["losses"], self.max_loss_fraction)
+        if message and self.on_loss == "raise":
+            raise BoardRunError(message, rec, sorted(run.results), None)
+        if message:
+            log.warning("%s", message)
+
+    def _recording(self, run: _Run, failed: int | None = None) -> Recording:
+        b = len(run.settings)
+        results = run.results
         parts = [(np.full(results[i][0].size, i), results[i][0], results[i][1]) for i in sorted(results)]
         if parts:
             sb, sn, st = (np.concatenate(x) for x in zip(*parts))
         else:
             sb, sn, st = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        meta = {"experiment": experiment.summary(), "device": self.device_name, "serial": self.serial,
-                "samna_version": getattr(self._samna, "__version__", "unknown"),
-                "board": {"plan": plan.summary(), "fpga": sched.summary(), "completed_sets": sorted(results),
+        meta = {"experiment": run.experiment.summary(), "device": self.device_name, "serial": self.serial,
+                "samna_version": self._link.version,
+                "board": {"plan": run.plan.summary(), "fpga": run.sched.summary(), "completed_sets": sorted(results),
                           "missing_sets": [i for i in range(b) if i not in results],
-                          "failed_set": failed, "ignored_parameters": ignored,
-                          "codes": [{f"{c},{k}": v for (c, k), v in sorted(s.codes.items())} for s in settings],
-                          "max_param_rel_error": [s.report.max_rel_error for s in settings],
-                          "sets": {str(i): results[i][2] for i in sorted(results)}}}
-        return Recording.from_times(self.name, experiment.dt, experiment.n_steps, b, plan.n_neurons, sb, sn, st,
-                                    metadata=meta, experiment=experiment)
+                          "failed_set": failed, "ignored_parameters": run.ignored,
+                          "sink_wiring": self._link.wiring, "waited_for_device_s": self._link.waited_s,
+                          "codes": [{f"{c},{k}": v for (c, k), v in sorted(s.codes.items())} for s in run.settings],
+                          "max_param_rel_error": [s.report.max_rel_error for s in run.settings],
+                          "sets": {str(i): results[i][2] for i in sorted(results)},
+                          "losses": run.losses(), "epochs": run.epochs}}
+        return Recording.from_times(self.name, run.experiment.dt, run.experiment.n_steps, b, run.plan.n_neurons,
+                                    sb, sn, st, metadata=meta, experiment=run.experiment)

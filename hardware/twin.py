@@ -6,9 +6,12 @@ The twin behaves like a physical board, as seen through samna:
 
 - hidden per-chip DAC, chip constants, per-neuron mismatch and hot neurons drawn from the
   serial number (:mod:`.twin_chip`); the network it runs is read back from the applied
-  configuration: CAM entries (``Dynapse1Synapse``), SRAM routes (``Dynapse1Destination``),
-  FPGA events matched to CAM addresses exactly as the silicon matches them (aliasing and
-  all); simulated by the torch backend's fused engine at ``sim_dt`` (100 us); the biases
+  configuration: CAM entries (``Dynapse1Synapse``), SRAM routes (``Dynapse1Destination``)
+  followed by their sx/sy/dx/dy bits, not their target chip id (a route that leaves the 2 x 2
+  grid loses its events: ``TwinRun.lost_routes``), FPGA events matched to CAM addresses
+  exactly as the silicon matches them (aliasing and all); unconfigured neurons keep the
+  fresh state (64 CAM entries listening to (core 0, neuron 0) as NMDA), so a sender at
+  (core 0, id 0) drives every unconfigured neuron of its target cores, as on the chip; simulated by the torch backend's fused engine at ``sim_dt`` (100 us); the biases
   outside the model (IF_TAU2_N, IF_BUF_P, IF_CASC_N, R2R_P) have no effect;
 - noise (:class:`TwinNoise`): each output spike leaves ``latency_s`` (2 us) plus |N(0,
   ``jitter_s`` = 1 us)| after its simulated step, is stamped by a us counter of
@@ -24,7 +27,9 @@ The twin behaves like a physical board, as seen through samna:
   and it comes back powered up after ``reconnect_after_s``), and a fraction of events
   arrives late by ``late_delay_s``.
 
-Time is virtual: the backend sleeps through :meth:`TwinBoard.sleep`, so a 1 s stimulus does
+Every run's ground truth is kept in :attr:`TwinBoard.history` (:class:`TwinRun`: what was
+simulated, each spike's step and whether it was dropped or late); fault and noise settings
+are validated (:class:`~dynacal.errors.ParameterError`). Time is virtual: the backend sleeps through :meth:`TwinBoard.sleep`, so a 1 s stimulus does
 not take 1 s. Each run is simulated from the generator's start to its last event (the
 backend ends the program with filler events at the end of the measurement) plus ``tail_s``
 (0.5 s); nothing is emitted after that.
@@ -40,13 +45,14 @@ import numpy as np
 
 from dynacal.backends.torch_sim import TorchBackend
 from dynacal.chip import Connections, Network
+from dynacal.errors import ParameterError
 from dynacal.experiment import Experiment
 from dynacal.params import SYNAPSE_TYPES, Params
 from dynacal.stimulus import Stimulus
 
 from .biasgen import BIAS_NAMES
 from .biasmap import LEAK_BIASES
-from .config import SAMNA_SYN_TYPES
+from .config import SAMNA_SYN_TYPES, route_target
 from .fake_samna import dynapse1 as dyn
 from .fake_samna import make_samna
 from .fake_samna.device import ConfigState
@@ -63,14 +69,32 @@ _BIAS = {name: i for i, name in enumerate(BIAS_NAMES)}
 _SYN = {int(getattr(dyn.Dynapse1SynType, SAMNA_SYN_TYPES[t])): i for i, t in enumerate(SYNAPSE_TYPES)}
 
 
+def _check_setting(owner: str, name: str, value, low: float, high: float = math.inf, *, unit: str = "s") -> None:
+    """A finite number in [low, high] (or a clear ParameterError naming the setting)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not (math.isfinite(float(value)) and low <= float(value) <= high):
+        span = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
+        raise ParameterError(f"{owner}({name}={value!r}): {name} must be a finite number {span}"
+                             f"{' ' + unit if unit else ''}; e.g. {owner}({name}={low if low > 0 else 0})")
+
+
 @dataclasses.dataclass(frozen=True)
 class TwinNoise:
-    """Measurement noise of the twin (see the module doc); times in s."""
+    """Measurement noise of the twin (see the module doc); times in s.
+
+    Raises:
+        ParameterError: a negative or non-finite time, or ``drop_rate`` outside 0..1.
+    """
 
     latency_s: float = 2e-6
     jitter_s: float = 1e-6
     drop_rate: float = 1e-3
     usb_latency_s: float = 1e-3
+
+    def __post_init__(self):
+        for name in ("latency_s", "jitter_s", "usb_latency_s"):
+            _check_setting("TwinNoise", name, getattr(self, name), 0.0)
+        _check_setting("TwinNoise", "drop_rate", self.drop_rate, 0.0, 1.0, unit="")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +107,11 @@ class TwinFaults:
         disconnect_at_s: how long after that start, s.
         reconnect_after_s: virtual s until it re-enumerates, powered up; None: never.
         late_fraction: fraction of events that reach the host late; late_delay_s: by how much.
+        wrap_at_reset: the counter wraps just before each ``reset_timestamp`` and its
+            ``TimestampWrapEvent`` reaches the host just after it.
+
+    Raises:
+        ParameterError: a setting outside its range (fractions 0..1, times finite and >= 0).
     """
 
     disconnect_runs: tuple = ()
@@ -90,13 +119,26 @@ class TwinFaults:
     reconnect_after_s: float | None = 0.0
     late_fraction: float = 0.0
     late_delay_s: float = 0.0
+    wrap_at_reset: bool = False
+
+    def __post_init__(self):
+        runs = self.disconnect_runs
+        if not isinstance(runs, (tuple, list)) or not all(
+                isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 0 for r in runs):
+            raise ParameterError(f"TwinFaults(disconnect_runs={runs!r}): give a tuple of run indices >= 0, "
+                                 f"e.g. disconnect_runs=(1,).")
+        _check_setting("TwinFaults", "disconnect_at_s", self.disconnect_at_s, 0.0)
+        if self.reconnect_after_s is not None:
+            _check_setting("TwinFaults", "reconnect_after_s", self.reconnect_after_s, 0.0)
+        _check_setting("TwinFaults", "late_fraction", self.late_fraction, 0.0, 1.0, unit="")
+        _check_setting("TwinFaults", "late_delay_s", self.late_delay_s, 0.0)
 
 
 @dataclasses.dataclass
 class TwinRun:
     """Ground truth of the last run (for tests and debugging): the experiment and parameters
-    simulated, the simulated neurons' global ids, the replayed prefix in steps, and the
-    noise-free spikes (step after the generator start, global id)."""
+    simulated, the simulated neurons' global ids, the replayed prefix in steps, the noise-free
+    spikes (step after the generator start, global id) and what became of each."""
 
     experiment: Experiment
     params: Params
@@ -106,6 +148,9 @@ class TwinRun:
     spike_id: np.ndarray
     n_dropped: int
     n_late: int
+    kept: np.ndarray | None = None  # bool (S,): the spike reached the host buffer
+    late: np.ndarray | None = None  # bool (S,): it arrived late_delay_s late
+    lost_routes: int = 0  # SRAM routes that left the 2 x 2 chip grid (their events are lost)
 
 
 class TwinBoard:
@@ -133,6 +178,9 @@ class TwinBoard:
         self.now_s, self.opened, self.generation = 0.0, False, 0
         self.runs = 0
         self.last_run: TwinRun | None = None
+        self.history: list[TwinRun] = []  # every run's ground truth, in order
+        self._pending: list = []  # (arrival s, event) in flight outside a run
+        self._lost_routes = 0
         self._sim = TorchBackend(engine="fused")
         self._gone_at = self._back_at = math.inf
         self._power_up()
@@ -186,6 +234,8 @@ class TwinBoard:
 
     def reset_timestamp(self) -> None:
         self._reset_at = self.now_s
+        if self.faults.wrap_at_reset:  # the old counter wrapped just before: its wrap event is in flight
+            self._pending.append((self.now_s + self.noise.usb_latency_s, dyn.TimestampWrapEvent(0)))
 
     def stop_generator(self) -> None:
         pass
@@ -203,8 +253,10 @@ class TwinBoard:
         real = core_mask != 0
         new = np.column_stack([times[real], target_chip[real], core_mask[real], address[real]]).astype(np.float64)
         hot = self.chip.hot_neurons()
-        # neurons of cores with no configured neuron are held silent by their biases: not simulated
-        ids = np.union1d(self.state.ids, hot[np.isin(hot // 256, self.state.ids // 256)])
+        # neurons of cores with no configured neuron are held silent by their biases: not simulated;
+        # a sender at (core 0, id 0) reaches the fresh CAMs of every neuron of its target cores
+        ids = np.union1d(np.union1d(self.state.ids, hot[np.isin(hot // 256, self.state.ids // 256)]),
+                         self._fresh_listeners())
         cores = np.unique(ids // 256)
         prefix_steps = 0
         if not np.all(self._discharged.reshape(-1)[cores]):
@@ -220,11 +272,33 @@ class TwinBoard:
         rec = self._sim.run(exp, params)
         keep = rec.spike_step >= prefix_steps
         steps, who = rec.spike_step[keep] - prefix_steps, ids[rec.spike_neuron[keep]]
-        timed, n_drop, n_late = self._emit(run, t0, steps, who, end)
+        timed, keep, late = self._emit(run, t0, steps, who, end)
         self._history = np.concatenate([self._history[self._history[:, 0] >= t0 - self.memory_s], new])
         self._discharged[:] = False
-        self.last_run = TwinRun(exp, params, ids, prefix_steps, steps, who, n_drop, n_late)
+        self.last_run = TwinRun(exp, params, ids, prefix_steps, steps, who, int((~keep).sum()),
+                                int((late & keep).sum()), keep, late & keep, self._lost_routes)
+        self.history.append(self.last_run)
         return timed
+
+    def _routes(self):
+        """(source global id, reached chip, core mask) of every SRAM route in use, routed by its
+        sx/sy/dx/dy bits as the silicon does (``config.route_target``); counts lost routes."""
+        out, lost = [], 0
+        for u, dests in zip(self.state.ids.tolist(), self.state.dests):
+            for d in dests[dests[:, 0] == 1]:
+                target = route_target(u // 1024, *(int(x) for x in d[4:8]), board_chips=self.chip.n_chips)
+                if target is None:
+                    lost += 1
+                    continue
+                out.append((u, target, int(d[2]), int(d[3])))
+        self._lost_routes = lost
+        return out
+
+    def _fresh_listeners(self) -> np.ndarray:
+        """Global ids of the neurons whose fresh CAMs hear a configured sender at (core 0, id 0)."""
+        ids = [np.arange(256) + chip * 1024 + k * 256 for u, chip, vcore, mask in self._routes()
+               if u % 1024 == 0 and vcore == 0 for k in range(4) if mask >> k & 1]
+        return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
 
     # --- internals ------------------------------------------------------------------------
 
@@ -235,7 +309,8 @@ class TwinBoard:
         m = ids.size
         chip, rest = np.divmod(ids, 1024)
         core, nid = np.divmod(rest, 256)
-        cams = np.zeros((m, 64, 3), dtype=np.int64)  # power-up: every CAM listens to (0, 0)
+        cams = np.zeros((m, 64, 3), dtype=np.int64)  # power-up: every CAM listens to (0, 0) as NMDA
+        cams[:, :, 2] = int(dyn.Dynapse1SynType.NMDA)
         known = np.isin(ids, st.ids)
         cams[known] = st.cams[np.searchsorted(st.ids, ids[known])] if st.ids.size else cams[known]
         cams[:, :, 2] = np.vectorize(_SYN.get)(cams[:, :, 2]) if m else 0
@@ -271,12 +346,10 @@ class TwinBoard:
         inputs = Connections.concat([Connections(*(np.asarray(a, np.int64) for a in x))
                                      for x in zip(pre, post, typ, wgt)])
         rec_parts = []
-        for u, dests in zip(st.ids.tolist(), st.dests):
+        for u, tchip, vcore, mask in self._routes():  # by the routing bits, not target_chip_id
             where = np.flatnonzero(ids == u)
-            for d in dests[dests[:, 0] == 1]:
-                _, tchip, vcore, mask = (int(x) for x in d[:4])
-                for sel, t, w in matches(tchip, mask, vcore * 256 + (u % 256)):
-                    rec_parts.append(Connections(np.full(sel.size, where[0]), sel, t, w))
+            for sel, t, w in matches(tchip, mask, vcore * 256 + (u % 256)):
+                rec_parts.append(Connections(np.full(sel.size, where[0]), sel, t, w))
         network = Network(core=chip * 4 + core, neuron_id=nid, n_inputs=len(keys) * n_copies, inputs=inputs,
                           recurrent=Connections.concat(rec_parts), n_chips=self.chip.n_chips, enforce_limits=False)
         stim = Stimulus(len(keys) * n_copies, steps, source + dup * len(keys))
@@ -301,9 +374,14 @@ class TwinBoard:
         last_wrap = int(math.floor((end - self._reset_at) * 1e6)) // period
         for w in range(first_wrap, last_wrap + 1):
             timed.append((self._reset_at + w * period * 1e-6 + nz.usb_latency_s, dyn.TimestampWrapEvent(0)))
+        timed, self._pending = self._pending + timed, []
         timed = [te for te in timed if te[0] < self._gone_at]  # the device vanished: the rest never arrives
         timed.sort(key=lambda te: te[0])
-        return timed, int((~keep).sum()), int((late & keep).sum())
+        return timed, keep, late
+
+    def dropped_count(self) -> int:
+        """Events dropped so far, over the board's life (what a device could report)."""
+        return int(sum(r.n_dropped for r in self.history))
 
     def hidden_params(self, ids, codes) -> Params:
         """The parameters this chip runs for neurons ``ids`` (global ids, (M,)) under bias
@@ -317,7 +395,8 @@ class TwinBoard:
 
 
 def twin_backend(serial: int | str = DEFAULT_SERIAL, *, seed: int = 0, noise: TwinNoise = TwinNoise(),
-                 faults: TwinFaults = TwinFaults(), board_options: dict | None = None, **backend_options):
+                 faults: TwinFaults = TwinFaults(), board_options: dict | None = None, strict: bool = True,
+                 **backend_options):
     """The board backend on a twin board: ``get_backend("twin")`` / ``get_backend("twin:1234")``.
 
     Args:
@@ -325,6 +404,8 @@ def twin_backend(serial: int | str = DEFAULT_SERIAL, *, seed: int = 0, noise: Tw
         seed: seed of the measurement noise.
         noise, faults: see :class:`TwinNoise`, :class:`TwinFaults`.
         board_options: more :class:`TwinBoard` options (``sim_dt``, ``memory_s``, ...).
+        strict: behind the strict fake samna (current samna's API only; see
+            :mod:`.fake_samna`); False: an older samna's API.
         **backend_options: :class:`~.samna_board.BoardBackend` options (``retries``,
             ``discharge``, ``dac``, ...).
 
@@ -334,7 +415,8 @@ def twin_backend(serial: int | str = DEFAULT_SERIAL, *, seed: int = 0, noise: Tw
     """
     from .samna_board import BoardBackend
     board = TwinBoard(int(serial), seed, noise=noise, faults=faults, **(board_options or {}))
-    backend = BoardBackend(samna_module=make_samna([board]), sleep=board.sleep, name="twin",
-                           timestamp_period_us=2 ** board.timestamp_bits, **backend_options)
+    options = {"timestamp_period_us": 2 ** board.timestamp_bits, **backend_options}
+    backend = BoardBackend(samna_module=make_samna([board], strict=strict), sleep=board.sleep,
+                           clock=lambda: board.now_s, loss_counter=board.dropped_count, name="twin", **options)
     backend.twin = board
     return backend

@@ -9,16 +9,23 @@ builds one module object per set of boards, so that tests do not share state::
     infos = samna.device.get_unopened_devices()
     model = samna.device.open_device(infos[0])
 
-Names provided (as documented by SynSense for Dynap-SE1), exactly those the board backend
-uses: ``samna.__version__``; ``samna.device.get_unopened_devices`` (entries with
-``device_type_name``, ``serial_number``), ``open_device``, ``close_device``; ``samna.dynapse1``
-(:mod:`.dynapse1`: the configuration classes, ``Dynapse1Parameter``, ``Dynapse1SynType``,
-``FpgaSpikeEvent``, ``Spike``, ``TimestampWrapEvent``); model methods
-``apply_configuration``, ``update_single_parameter``, ``get_source_node``,
-``get_dynapse1_api`` (``reset_timestamp``), ``get_fpga_spike_gen`` (``preload_stimulus``,
-``set_isi_multiplier``, ``set_variable_isi_mode``, ``set_repeat_mode``, ``start``, ``stop``);
-the sink ``samna.BasicSinkNode_dynapse1_dynapse1_event`` (``get_input_channel``,
-``get_events``) and the source node's ``add_destination`` / ``remove_destination``.
+Two flavours. ``strict=True`` (the default, used by the tests): only the API forms current
+public code uses, as listed with their sources in :mod:`.facts`: the event sink is wired by
+``samna.graph.EventFilterGraph`` (``sequential([source, sink])``, ``start()``, ``stop()``;
+the source node has no ``add_destination``), ``FpgaSpikeEvent()`` takes no arguments,
+``serial_number`` is a string, ISIs are ``< 65535``. ``strict=False`` is an older samna: no
+``samna.graph``, ``source.add_destination(sink.get_input_channel())``, positional
+``FpgaSpikeEvent`` arguments, integer serials. Both have the chip's fresh state (every CAM
+listens to (core 0, neuron 0) as NMDA).
+
+Names provided (as documented by SynSense for Dynap-SE1): ``samna.__version__``;
+``samna.device.get_unopened_devices`` (entries with ``device_type_name``,
+``serial_number``), ``open_device``, ``close_device``; ``samna.dynapse1`` (:mod:`.dynapse1`);
+model methods ``apply_configuration``, ``get_configuration``, ``update_single_parameter``,
+``get_source_node``, ``get_dynapse1_api`` (``reset_timestamp``), ``get_fpga_spike_gen``
+(``preload_stimulus``, ``set_isi_multiplier``, ``set_variable_isi_mode``,
+``set_repeat_mode``, ``start``, ``stop``); the sink
+``samna.BasicSinkNode_dynapse1_dynapse1_event`` (``get_events``); ``samna.graph`` (strict).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from __future__ import annotations
 import types
 
 from . import dynapse1
-from .device import BasicSinkNode, DeviceController
+from .device import BasicSinkNode, DeviceController, EventFilterGraph
 
 __all__ = ["make_samna"]
 
@@ -34,16 +41,22 @@ __all__ = ["make_samna"]
 FAKE_VERSION = "0.0.0+dynacal-fake"
 
 
-def make_samna(boards: list) -> types.ModuleType:
+def make_samna(boards: list, *, strict: bool = True) -> types.ModuleType:
     """A module object that looks like ``samna`` with ``boards`` attached.
 
     Args:
         boards: board objects (e.g. :class:`~dynacal.hardware.twin.TwinBoard`); an empty
             list is a machine with samna but no board.
+        strict: current samna's API only (see the module doc); False: an older samna.
     """
     module = types.ModuleType("samna", "fake samna (dynacal.hardware.fake_samna)")
-    module.__version__ = FAKE_VERSION
-    module.device = DeviceController(boards)
-    module.dynapse1 = dynapse1
+    module.__version__ = FAKE_VERSION + ("" if strict else "-legacy")
+    module.device = DeviceController(boards, strict)
+    if strict:
+        module.dynapse1 = types.SimpleNamespace(**{n: getattr(dynapse1, n) for n in dynapse1.__all__})
+        module.dynapse1.FpgaSpikeEvent = dynapse1.StrictFpgaSpikeEvent
+        module.graph = types.SimpleNamespace(EventFilterGraph=EventFilterGraph)
+    else:
+        module.dynapse1 = dynapse1
     module.BasicSinkNode_dynapse1_dynapse1_event = BasicSinkNode
     return module

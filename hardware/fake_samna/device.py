@@ -21,9 +21,10 @@ import numpy as np
 
 from ..biasgen import BIAS_NAMES
 from . import dynapse1 as dyn
+from . import facts
 
 __all__ = ["ConfigState", "snapshot", "restore", "DeviceInfo", "DeviceController", "Dynapse1Model",
-           "BasicSinkNode", "SourceNode"]
+           "BasicSinkNode", "SourceNode", "LegacySourceNode", "EventFilterGraph"]
 
 _BIAS_INDEX = {name: i for i, name in enumerate(BIAS_NAMES)}
 _DEST_FIELDS = ("in_use", "target_chip_id", "virtual_core_id", "core_mask", "sx", "sy", "dx", "dy")
@@ -119,24 +120,66 @@ class BasicSinkNode:
 
 
 class SourceNode:
-    """The model's event source: every event of the board goes to each destination sink."""
+    """The model's event source (current samna): every event of the board goes to each sink of
+    a started graph (:class:`EventFilterGraph`); there is no ``add_destination``."""
 
     def __init__(self, board):
         self._board = board
         self._sinks: list[BasicSinkNode] = []
 
-    def add_destination(self, channel: BasicSinkNode) -> None:
-        channel._board = self._board
-        if channel not in self._sinks:
-            self._sinks.append(channel)
+    def _attach(self, sink: BasicSinkNode) -> None:
+        sink._board = self._board
+        if sink not in self._sinks:
+            self._sinks.append(sink)
 
-    def remove_destination(self, channel: BasicSinkNode) -> None:
-        if channel in self._sinks:
-            self._sinks.remove(channel)
+    def _detach(self, sink: BasicSinkNode) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
 
     def _emit(self, timed: list[tuple[float, Any]]) -> None:
         for sink in self._sinks:
             sink._push(timed)
+
+
+class LegacySourceNode(SourceNode):
+    """The event source of older samna versions: sinks are wired with ``add_destination``."""
+
+    def add_destination(self, channel: BasicSinkNode) -> None:
+        self._attach(channel)
+
+    def remove_destination(self, channel: BasicSinkNode) -> None:
+        self._detach(channel)
+
+
+class EventFilterGraph:
+    """``samna.graph.EventFilterGraph``: ``sequential([source, sink])`` wires a model's source
+    node to a sink; events flow only between ``start()`` and ``stop()``."""
+
+    def __init__(self):
+        self._pairs: list[tuple[SourceNode, BasicSinkNode]] = []
+        self._running = False
+
+    def sequential(self, nodes: list) -> list:
+        if len(nodes) != 2 or not isinstance(nodes[0], SourceNode) or not isinstance(nodes[1], BasicSinkNode):
+            raise TypeError("the fake graph connects [model.get_source_node(), BasicSinkNode_dynapse1_dynapse1_event()]")
+        self._pairs.append((nodes[0], nodes[1]))
+        if self._running:
+            nodes[0]._attach(nodes[1])
+        return list(nodes)
+
+    def start(self) -> bool:
+        self._running = True
+        for source, sink in self._pairs:
+            source._attach(sink)
+        return True
+
+    def stop(self) -> None:
+        self._running = False
+        for source, sink in self._pairs:
+            source._detach(sink)
+
+    def is_running(self) -> bool:
+        return self._running
 
 
 class Dynapse1Interface:
@@ -165,8 +208,12 @@ class Dynapse1FpgaSpikeGen:
         self._check()
         if len(events) > 2 ** 15 - 1:
             raise RuntimeError(f"stimulus of {len(events)} events exceeds the FPGA memory")
+        top = facts.ISI_LIMIT if self._model._strict else 2 ** 16  # strict: the vendor's isi < 65535
         for e in events:
-            if not (0 <= e.isi < 2 ** 16 and 0 <= e.neuron_id < 1024 and 0 <= e.core_mask < 16 and 0 <= e.target_chip < 4):
+            if self._model._strict and not all(type(getattr(e, f)) is int for f in facts.FPGA_EVENT_FIELDS):
+                raise TypeError(f"FpgaSpikeEvent fields must be Python ints, got "
+                                f"{[type(getattr(e, f)).__name__ for f in facts.FPGA_EVENT_FIELDS]}")
+            if not (0 <= e.isi < top and 0 <= e.neuron_id < 1024 and 0 <= e.core_mask < 16 and 0 <= e.target_chip < 4):
                 raise RuntimeError(f"FpgaSpikeEvent field out of range (isi {e.isi}, neuron_id {e.neuron_id})")
         self._events = list(events)
 
@@ -203,11 +250,11 @@ class Dynapse1FpgaSpikeGen:
 class Dynapse1Model:
     """What ``samna.device.open_device`` returns for a Dynap-SE1 kit."""
 
-    def __init__(self, board):
-        self._board = board
+    def __init__(self, board, strict: bool = True):
+        self._board, self._strict = board, bool(strict)
         self._generation = board.generation
         self._check()
-        self._source = SourceNode(board)
+        self._source = SourceNode(board) if strict else LegacySourceNode(board)
         self._api = Dynapse1Interface(self)
         self._gen = Dynapse1FpgaSpikeGen(self)
 
@@ -228,6 +275,11 @@ class Dynapse1Model:
             raise RuntimeError(f"parameter {name} value ({c}, {f}) out of range")
         self._board.set_bias(int(chip_id), int(core_id), name, c, f)
 
+    def get_configuration(self) -> dyn.Dynapse1Configuration:
+        """The configuration the device holds (what was applied, with live bias changes)."""
+        self._check()
+        return restore(self._board.state)
+
     def get_source_node(self) -> SourceNode:
         self._check()
         return self._source
@@ -246,18 +298,20 @@ class DeviceInfo:
     """An entry of ``get_unopened_devices()``."""
 
     device_type_name: str
-    serial_number: int
+    serial_number: Any  # str in current samna (facts.SERIAL_TYPE), int in the lenient fake
     _board: Any = dataclasses.field(repr=False, default=None)
 
 
 class DeviceController:
     """``samna.device``: ``get_unopened_devices``, ``open_device``, ``close_device``."""
 
-    def __init__(self, boards: list):
-        self._boards = list(boards)
+    def __init__(self, boards: list, strict: bool = True):
+        self._boards, self._strict = list(boards), bool(strict)
 
     def get_unopened_devices(self) -> list[DeviceInfo]:
-        return [DeviceInfo(b.device_type_name, b.serial_number, b) for b in self._boards if b.present and not b.opened]
+        serial = facts.SERIAL_TYPE if self._strict else (lambda s: s)
+        return [DeviceInfo(b.device_type_name, serial(b.serial_number), b) for b in self._boards
+                if b.present and not b.opened]
 
     def open_device(self, info: DeviceInfo) -> Dynapse1Model:
         board = info._board
@@ -266,7 +320,7 @@ class DeviceController:
                                f"not connected or already open")
         board.opened = True
         board.generation += 1
-        return Dynapse1Model(board)
+        return Dynapse1Model(board, self._strict)
 
     def close_device(self, model: Dynapse1Model) -> None:
         if model._generation == model._board.generation:  # a handle from before a reconnect is stale

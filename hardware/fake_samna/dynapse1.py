@@ -15,7 +15,7 @@ from ..biasgen import BIAS_NAMES
 
 __all__ = ["Dynapse1SynType", "Dynapse1Parameter", "Dynapse1ParameterGroup", "Dynapse1Synapse",
            "Dynapse1Destination", "Dynapse1Neuron", "Dynapse1Core", "Dynapse1Chip", "Dynapse1Configuration",
-           "FpgaSpikeEvent", "Spike", "TimestampWrapEvent"]
+           "FpgaSpikeEvent", "StrictFpgaSpikeEvent", "Spike", "TimestampWrapEvent"]
 
 
 class Dynapse1SynType(enum.IntEnum):
@@ -49,7 +49,8 @@ class Dynapse1ParameterGroup:
 class Dynapse1Synapse:
     """A CAM entry: listens to (``listen_core_id``, ``listen_neuron_id``) with ``syn_type``."""
 
-    def __init__(self, syn_type=Dynapse1SynType.GABA_B, listen_neuron_id: int = 0, listen_core_id: int = 0):
+    # the chip's fresh state (facts.FRESH_CAM): every entry listens to (core 0, neuron 0) as NMDA
+    def __init__(self, syn_type=Dynapse1SynType.NMDA, listen_neuron_id: int = 0, listen_core_id: int = 0):
         self.syn_type, self.listen_neuron_id, self.listen_core_id = syn_type, listen_neuron_id, listen_core_id
 
 
@@ -125,6 +126,14 @@ class FpgaSpikeEvent:
 
     def __init__(self, core_mask: int = 0, neuron_id: int = 0, target_chip: int = 0, isi: int = 0):
         self.core_mask, self.neuron_id, self.target_chip, self.isi = core_mask, neuron_id, target_chip, isi
+
+
+class StrictFpgaSpikeEvent(FpgaSpikeEvent):
+    """``FpgaSpikeEvent`` as current samna has it: built with no arguments, then the fields are
+    set (``facts.FPGA_EVENT_CONSTRUCTOR``); positional arguments raise ``TypeError``."""
+
+    def __init__(self):
+        super().__init__()
 
 
 class Spike:
