@@ -7,7 +7,8 @@ Exit codes: 0 done (and, for ``compare``, every pair of backends agrees); 1 ``co
 found a disagreement, a file could not be written, or dynacal failed (a bug: one line on
 the terminal, the traceback in a log file whose path it prints); 2 bad arguments or input
 files, or a backend or module that is not installed (one message, no traceback); 130
-interrupted (Ctrl-C).
+interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). An interrupted run removes its
+temporary files and names the finished ones it kept (``--resume`` finishes it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from typing import Any, Sequence
 
 from ._cli_support import ProgressBar, check_writable, internal_error, version
+from ._outdir import Terminated, terminate_on_sigterm
 from .errors import DynacalError, ParameterError, unknown_name
 from .params import SYNAPSE_TYPES
 from .units import format_quantity, parse_quantity
@@ -35,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    with terminate_on_sigterm():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.run(args)
     except DynacalError as exc:
@@ -43,9 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"dynacal {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"dynacal {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"dynacal {args.command}: {interrupted(exc)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001  (a bug: one message and the log, not a traceback)
         return internal_error(args.command, exc, verbose=args.verbose)
 
@@ -97,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="core0 (256 neurons), core0:16 (the first 16), chip0 (1024), or a comma-joined list")
     h.add_argument("--out", default="characterize-out", metavar="DIR", help="output folder")
     h.add_argument("--no-figures", action="store_true", help="skip the figures")
+    _add_run_folder(h)
     h.set_defaults(run=_characterize)
 
     b = sub.add_parser("bench", help="run the speed benchmarks and print a table",
@@ -281,8 +289,6 @@ def _print_agreement(result: dict[str, Any], runs) -> None:
 # --- characterize -----------------------------------------------------------------------
 
 def _characterize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm  # noqa: PLC0415
-
     from . import characterize as ch  # noqa: PLC0415
     from .backends.registry import get_backend  # noqa: PLC0415
     from .protocols import layout  # noqa: PLC0415
@@ -293,19 +299,36 @@ def _characterize(args: argparse.Namespace) -> int:
     substeps = _substeps(args, [args.backend])
     backend = get_backend(args.backend, **({"substeps": substeps} if substeps is not None else {}))
     print(f"dynacal characterize: {', '.join(names)} on {n} neurons ({args.neurons}), backend {args.backend}")
-    with tqdm(total=len(names), unit="protocol", file=sys.stderr) as bar:
-        def progress(name: str, done: int, total: int) -> None:
-            bar.n = done
-            bar.set_description(name or "done")
-            bar.refresh()
-
+    mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    with ProgressBar("protocol") as progress:  # appears once the folder is open (no bar before a refusal)
         result = ch.characterize(backend, names, args.out, args.neurons, figures=not args.no_figures,
-                                 progress=progress)
+                                 progress=progress, mode=mode, options={"backend": args.backend})
     for name, seconds in result["wall_s"].items():
-        print(f"  {name:<14} {seconds:8.2f} s")
+        print(f"  {name:<14} {seconds:8.2f} s" + ("  (reused from the interrupted run)" if name in result["reused"]
+                                                  else ""))
     print(f"  {'total':<14} {sum(result['wall_s'].values()):8.2f} s")
     print(f"wrote {args.out}/: {' '.join(sorted(p.name for p in result['files']))}")
     return 0
+
+
+def _add_run_folder(p: argparse.ArgumentParser) -> None:
+    """--resume / --overwrite: what to do with an --out folder that holds another run."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true",
+                   help="finish the run in --out (interrupted): keep its finished, intact files made with the same "
+                   "options and make the rest")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (without it, a folder that holds another run is refused)")
+
+
+def interrupted(exc: KeyboardInterrupt) -> str:
+    """The one line for an interrupted command: what ended it and which finished files it kept."""
+    what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    folder, kept = getattr(exc, "kept", (None, ()))
+    if folder is None:
+        return what
+    shown = " ".join(kept) if kept else "no finished file"
+    return f"{what}; kept in {folder}/: {shown}; finish it with --resume"
 
 
 # --- bench ------------------------------------------------------------------------------
