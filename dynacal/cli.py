@@ -300,6 +300,9 @@ def _characterize(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend, **({"substeps": substeps} if substeps is not None else {}))
     print(f"dynacal characterize: {', '.join(names)} on {n} neurons ({args.neurons}), backend {args.backend}")
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    from . import _progress  # noqa: PLC0415
+
+    _progress.enable()  # long eager runs show their progress under the protocol bar
     with ProgressBar("protocol") as progress:  # appears once the folder is open (no bar before a refusal)
         result = ch.characterize(backend, names, args.out, args.neurons, figures=not args.no_figures,
                                  progress=progress, mode=mode, options={"backend": args.backend})

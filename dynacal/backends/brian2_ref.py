@@ -69,6 +69,7 @@ from ..errors import BackendUnavailable, ParameterError, unknown_name
 from ..experiment import Experiment
 from ..params import INITIAL_STATE, PARAMETERS, SYNAPSE_TYPES, Params
 from ..recording import Recording
+from . import sizing
 from ._brian2_excepthook import guard_excepthook
 from .base import check_request, resolve_params, run_conditions
 
@@ -317,7 +318,16 @@ class Brian2Backend:
             A :class:`Recording` of B * L sets (``base`` module docstring) with ``experiment``
             and ``unstable``; traces are float64 tensors (T_rec, B * L, R) in A, the state
             at the start of each recorded step.
+
+        Raises:
+            ParameterError: among others, traces that will not fit in memory (before the run).
         """
+        L = len(experiment.condition_stimuli)
+        part = experiment.condition(0) if L else experiment  # each condition run has B sets
+        shape = resolve_params(part, params, dtype=torch.float64).shape
+        names, every, b, n, idx = check_request(part, shape, record, record_neurons, record_every)
+        sizing.check_traces_fit(self.name, names, part.n_steps, every, b * max(L, 1), len(idx), 8, copies=2,
+                                why="Brian2's monitor holds them while they are copied out")
         return run_conditions(self._run_one, experiment, params, record=record, record_neurons=record_neurons,
                               record_every=record_every)
 

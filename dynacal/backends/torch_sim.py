@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from ..errors import BackendUnavailable, ParameterError, unknown_name
+from .._progress import Progress
 from ..experiment import Experiment
 from ..params import STATE_NAMES, Params
 from ..recording import Recording
-from . import stability
+from . import sizing, stability
 from .base import check_request, resolve_params, run_conditions
 from .dpi import Recurrent, dpi_step, get_surrogate, initial_state, refractory_steps
 
@@ -109,9 +110,28 @@ class TorchBackend:
             ``experiment`` and ``unstable`` (B * L, N). When any input requires grad, its
             ``raster`` (T, B * L, N) and traces carry surrogate gradients.
         """
+        self._check_size(experiment, params, record, record_neurons, record_every, input_weights,
+                         recurrent_weights)
         return run_conditions(self._run_one, experiment, params, record=record, record_neurons=record_neurons,
                               record_every=record_every, input_weights=input_weights,
                               recurrent_weights=recurrent_weights)
+
+    def _check_size(self, experiment, params, record, record_neurons, record_every, input_weights,
+                    recurrent_weights) -> None:
+        """Refuse, before any work, a run whose traces will not fit in memory (``sizing``)."""
+        L = len(experiment.condition_stimuli)
+        part = experiment.condition(0) if L else experiment  # each condition run has B sets
+        p = _prepare(part, params, self.dtype, self.device).p
+        names, every, b, n, idx = check_request(part, p.shape, record, record_neurons, record_every)
+        b = _weight_batch(b, input_weights, recurrent_weights)
+        grad = _needs_grad(p, input_weights, recurrent_weights)
+        eager = (self.engine == "eager" or grad or input_weights is not None or recurrent_weights is not None
+                 or not _fused_available(self.device))
+        why = ", ".join(w for w, on in (("the eager engine stacks its steps", eager),
+                                        (f"{L} condition runs are merged", L > 1)) if on)
+        sizing.check_traces_fit(self.name, names, part.n_steps, every, b * max(L, 1), len(idx),
+                                torch.empty(0, dtype=self.dtype).element_size(), n_neurons=n, raster=grad,
+                                copies=2 if why else 1, why=why, device=str(self.device))
 
     def _run_one(self, experiment: Experiment, params: Params | None, *, record, record_neurons, record_every,
                  input_weights, recurrent_weights) -> Recording:
@@ -119,9 +139,7 @@ class TorchBackend:
         p = prep.p
         names, every, b, n, idx = check_request(experiment, prep.shape, record, record_neurons, record_every)
         b = _weight_batch(b, input_weights, recurrent_weights)
-        grad = (torch.is_grad_enabled() and (any(getattr(p, f).requires_grad for f in p.__dataclass_fields__)
-                or (input_weights is not None and input_weights.requires_grad)
-                or (recurrent_weights is not None and recurrent_weights.requires_grad)))
+        grad = _needs_grad(p, input_weights, recurrent_weights)
         engine = self._choose(grad or input_weights is not None or recurrent_weights is not None, experiment)
         prep.check_static(experiment, self.substeps)
         start = time.perf_counter()
@@ -206,6 +224,7 @@ class TorchBackend:
         events, raster = [], []
         unstable = torch.zeros((b, n), dtype=torch.bool, device=self.device)
         peak = torch.zeros((b, n), dtype=self.dtype, device=self.device)
+        progress = Progress(T, "torch eager")  # a bar only when long and enabled (_progress)
         for t0 in range(0, T, self.chunk_steps):
             t1 = min(T, t0 + self.chunk_steps)
             counts = self._counts(experiment, t0, t1, input_weights)
@@ -226,6 +245,8 @@ class TorchBackend:
                 raster.append(stacked)
             nz = torch.nonzero(stacked.detach() > 0)
             events.append((nz[:, 1].cpu().numpy(), nz[:, 2].cpu().numpy(), (nz[:, 0] + t0).cpu().numpy()))
+            progress.update(t1 - t0)
+        progress.close()
         sb, sn, ss = (np.concatenate(parts) for parts in zip(*events))
         traces = {name: torch.stack(v) for name, v in traces.items()}
         return sb, sn, ss, traces, unstable.cpu(), peak.detach().cpu(), (torch.cat(raster) if keep_raster else None)
@@ -294,6 +315,12 @@ def tensor_versions(tensors) -> tuple | None:
         return tuple((id(t), t._version) for t in tensors)
     except RuntimeError:
         return None
+
+
+def _needs_grad(p: Params, *weights: torch.Tensor | None) -> bool:
+    """Whether a run must keep gradients: grad mode is on and a parameter or weight requires it."""
+    return torch.is_grad_enabled() and (any(getattr(p, f).requires_grad for f in p.__dataclass_fields__)
+                                        or any(w is not None and w.requires_grad for w in weights))
 
 
 @functools.lru_cache(maxsize=None)
