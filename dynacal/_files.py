@@ -14,6 +14,12 @@ from typing import BinaryIO, Callable
 __all__ = ["atomic_write", "atomic_hdf5"]
 
 
+def check_interrupt() -> None:
+    from ._outdir import check_interrupt as check  # noqa: PLC0415  (_outdir imports this module)
+
+    check()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Write ``path`` atomically.
 
@@ -35,6 +41,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        check_interrupt()  # a Ctrl-C that a callback swallowed still stops the rename
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -57,6 +64,7 @@ def atomic_hdf5(path: str | os.PathLike, fill: Callable) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
+        check_interrupt()  # h5py drops exceptions raised in its callbacks: a Ctrl-C during the fill
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

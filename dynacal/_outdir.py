@@ -39,7 +39,8 @@ from typing import Any, Mapping
 from ._files import atomic_write
 from .errors import ParameterError
 
-__all__ = ["RunFolder", "MANIFEST", "MODES", "Terminated", "terminate_on_sigterm", "file_hash"]
+__all__ = ["RunFolder", "MANIFEST", "MODES", "Terminated", "terminate_on_sigterm", "check_interrupt",
+           "interrupt_handled", "file_hash"]
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -53,25 +54,50 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process gets SIGTERM (exit code 143)."""
 
 
+# The interruption being delivered: h5py runs Python callbacks inside its C code, and an
+# exception raised there is printed and dropped ("Exception ignored"), so a Ctrl-C during a
+# save would be lost; the atomic writers look here before they rename (check_interrupt).
+_pending: list[type[KeyboardInterrupt]] = []
+
+
 @contextlib.contextmanager
 def terminate_on_sigterm():
     """Within: SIGTERM raises :class:`Terminated` once (a second one during the clean-up is
-    ignored) and SIGINT raises ``KeyboardInterrupt`` even where a parent ignored it; the
-    previous handlers come back after. Does nothing outside the main thread."""
+    ignored) and SIGINT raises ``KeyboardInterrupt`` even where a parent ignored it; either
+    is remembered until handled (:func:`check_interrupt`). The previous handlers come back
+    after. Does nothing outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, frame):
+    def on_term(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _pending[:] = [Terminated]
         raise Terminated()
 
-    before = signal.signal(signal.SIGTERM, handler), signal.signal(signal.SIGINT, signal.default_int_handler)
+    def on_int(signum, frame):
+        _pending[:] = [KeyboardInterrupt]
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before[0])
         signal.signal(signal.SIGINT, before[1])
+        _pending.clear()
+
+
+def check_interrupt() -> None:
+    """Raise again an interruption that arrived and was not handled yet (one that a library
+    callback swallowed); the atomic writers call it before they put a file in place."""
+    if _pending:
+        raise _pending[0]()
+
+
+def interrupt_handled() -> None:
+    """The interruption is being handled (its clean-up may write files again)."""
+    _pending.clear()
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -231,6 +257,8 @@ class RunFolder:
     def __exit__(self, kind, exc, tb) -> None:
         if exc is None or self.status == "complete":
             return
+        if isinstance(exc, KeyboardInterrupt):
+            interrupt_handled()
         self.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:
             self._write_manifest()

@@ -21,7 +21,7 @@ import sys
 from typing import Any, Sequence
 
 from ._cli_support import ProgressBar, check_writable, internal_error, version
-from ._outdir import Terminated, terminate_on_sigterm
+from ._outdir import Terminated, interrupt_handled, terminate_on_sigterm
 from .errors import DynacalError, ParameterError, unknown_name
 from .params import SYNAPSE_TYPES
 from .units import format_quantity, parse_quantity
@@ -51,6 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"dynacal {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
+        interrupt_handled()
         print(f"dynacal {args.command}: {interrupted(exc)}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001  (a bug: one message and the log, not a traceback)

@@ -202,3 +202,24 @@ def test_interrupt_then_resume_gives_the_uninterrupted_table(signum, code, word,
     assert (out / "features.csv").read_bytes() == uninterrupted
     assert _manifest(out)["status"] == "complete"
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+
+def test_an_interrupt_that_a_callback_swallows_still_stops_the_write(tmp_path):
+    # h5py prints and drops exceptions raised in its callbacks; the rename must not happen
+    from dynacal._files import atomic_write
+    from dynacal._outdir import terminate_on_sigterm
+
+    def write(fh):
+        fh.write(b"partial")
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass  # swallowed, as inside h5py
+
+    with terminate_on_sigterm():
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write(tmp_path / "table.csv", write)
+    assert os.listdir(tmp_path) == []
+    atomic_write(tmp_path / "table.csv", lambda fh: fh.write(b"whole"))  # handled: writes work again
+    assert (tmp_path / "table.csv").read_bytes() == b"whole"

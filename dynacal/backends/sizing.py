@@ -22,9 +22,10 @@ from typing import Sequence
 
 from ..errors import ParameterError
 
-__all__ = ["check_traces_fit", "available_bytes", "format_bytes"]
+__all__ = ["check_traces_fit", "available_bytes", "format_bytes", "NEGLIGIBLE"]
 
 log = logging.getLogger(__name__)
+NEGLIGIBLE = 2 ** 28  # bytes: a run that needs less is not checked (reading the free memory costs time)
 
 
 def format_bytes(n: float) -> str:
@@ -84,13 +85,15 @@ def check_traces_fit(backend: str, names: Sequence[str], n_steps: int, every: in
     traces = len(names) * t_rec * batch * n_rec * itemsize
     kept = traces + (int(n_steps) * batch * n_neurons * itemsize if raster else 0)
     need = kept * copies
-    free = available_bytes(device) if need > 2 ** 28 else None  # below 256 MiB: not worth a look
+    free = available_bytes(device) if need > NEGLIGIBLE else None
     if free is None or need <= free:
         return need
-    shape = f"{len(names)} traces x {t_rec} steps x {batch} set{'s' * (batch != 1)} x {n_rec} neurons x {itemsize} bytes"
-    parts = f"the traces need {format_bytes(traces)} ({shape})"
+    sets = f"{batch} set{'s' * (batch != 1)}"
+    parts = (f"the traces need {format_bytes(traces)} ({len(names)} traces x {t_rec} steps x {sets} x {n_rec} "
+             f"neurons x {itemsize} bytes)")
     if raster:
-        parts += f" and the gradient run's spike raster {format_bytes(kept - traces)} ({n_steps} x {batch} x {n_neurons})"
+        parts += (f" and the gradient run's spike raster {format_bytes(kept - traces)} ({n_steps} x {batch} x "
+                  f"{n_neurons})")
     peak = f"; {copies} copies at the peak ({why}): about {format_bytes(need)}" if copies > 1 else ""
     k = int(every) * math.ceil(need / (0.5 * free))  # fills at most half of what is free
     raise ParameterError(

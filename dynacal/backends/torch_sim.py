@@ -121,16 +121,20 @@ class TorchBackend:
         """Refuse, before any work, a run whose traces will not fit in memory (``sizing``)."""
         L = len(experiment.condition_stimuli)
         part = experiment.condition(0) if L else experiment  # each condition run has B sets
-        p = _prepare(part, params, self.dtype, self.device).p
-        names, every, b, n, idx = check_request(part, p.shape, record, record_neurons, record_every)
+        prep = _prepare(part, params, self.dtype, self.device)
+        names, every, b, n, idx = check_request(part, prep.shape, record, record_neurons, record_every)
         b = _weight_batch(b, input_weights, recurrent_weights)
-        grad = _needs_grad(p, input_weights, recurrent_weights)
+        itemsize = torch.empty(0, dtype=self.dtype).element_size()
+        bound = 2 * (len(names) * -(-part.n_steps // every) * len(idx) + part.n_steps * n) * b * max(L, 1) * itemsize
+        if bound <= sizing.NEGLIGIBLE:  # the common small run: no closer look (it costs a calibration loop)
+            return
+        grad = _needs_grad(prep.p, input_weights, recurrent_weights)
         eager = (self.engine == "eager" or grad or input_weights is not None or recurrent_weights is not None
                  or not _fused_available(self.device))
         why = ", ".join(w for w, on in (("the eager engine stacks its steps", eager),
                                         (f"{L} condition runs are merged", L > 1)) if on)
-        sizing.check_traces_fit(self.name, names, part.n_steps, every, b * max(L, 1), len(idx),
-                                torch.empty(0, dtype=self.dtype).element_size(), n_neurons=n, raster=grad,
+        sizing.check_traces_fit(self.name, names, part.n_steps, every, b * max(L, 1), len(idx), itemsize,
+                                n_neurons=n, raster=grad,
                                 copies=2 if why else 1, why=why, device=str(self.device))
 
     def _run_one(self, experiment: Experiment, params: Params | None, *, record, record_neurons, record_every,
