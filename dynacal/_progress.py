@@ -3,16 +3,17 @@
 A loop whose length is known only once it runs (the eager engine's chunks of steps) makes a
 :class:`Progress`, and reports each part done. After the first part it extrapolates: when the
 whole will take longer than :data:`LONG_S`, it logs the estimate (INFO) and, if progress bars
-are enabled (:func:`enable`, which the ``dynacal`` command calls), shows a tqdm bar on stderr.
+are enabled (:func:`enable`, or :func:`shown` as the ``dynacal`` command does), shows a tqdm bar on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 
-__all__ = ["enable", "enabled", "Progress", "LONG_S"]
+__all__ = ["enable", "enabled", "shown", "Progress", "LONG_S"]
 
 log = logging.getLogger(__name__)
 LONG_S = 5.0  # s: a run estimated to take longer shows its progress
@@ -23,6 +24,17 @@ def enable(on: bool = True) -> None:
     """Show progress bars of long runs on stderr (the CLI does; off by default in the library)."""
     global _enabled
     _enabled = bool(on)
+
+
+@contextlib.contextmanager
+def shown():
+    """Within: progress bars are shown (as :func:`enable`); the setting before comes back after."""
+    before = _enabled
+    enable()
+    try:
+        yield
+    finally:
+        enable(before)
 
 
 def enabled() -> bool:

@@ -303,8 +303,8 @@ def _characterize(args: argparse.Namespace) -> int:
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     from . import _progress  # noqa: PLC0415
 
-    _progress.enable()  # long eager runs show their progress under the protocol bar
-    with ProgressBar("protocol") as progress:  # appears once the folder is open (no bar before a refusal)
+    # the bar appears once the folder is open (none before a refusal); long eager runs show theirs under it
+    with ProgressBar("protocol") as progress, _progress.shown():
         result = ch.characterize(backend, names, args.out, args.neurons, figures=not args.no_figures,
                                  progress=progress, mode=mode, options={"backend": args.backend})
     for name, seconds in result["wall_s"].items():
