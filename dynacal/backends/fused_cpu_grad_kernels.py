@@ -110,20 +110,15 @@ def _ix(row, j):
 @njit(inline="always", error_model="numpy")
 def _clamp_grads(x, lo, g):
     """Gradient of ``clamp(x, lo, 1)`` to x and to lo, as torch.clamp passes it."""
-    one, zero = typed(1.0, x), typed(0.0, x)
-    below = x < lo
-    inside = (~below) & (x <= one)
-    return (g if inside else zero), (g if below else zero)
+    zero = typed(0.0, x)
+    inside = (x >= lo) & (x <= typed(1.0, x))
+    return (g if inside else zero), (g if x < lo else zero)
 
 
 @njit(inline="always", error_model="numpy")
-def _soma_partials(w, j):
-    """Write ``P_MEM`` rows of lane j: d(dIsoma_mem/dt) by states and parameter rows."""
-    i0, imem, iahp = w[_ix(K.I0, j)], w[_ix(K.MEM, j)], w[_ix(K.AHP, j)]
-    inmda, iampa, iga, igb = w[_ix(K.NMDA, j)], w[_ix(K.AMPA, j)], w[_ix(K.GA, j)], w[_ix(K.GB, j)]
-    thr, iconst, stau, sig = w[_ix(K.THR, j)], w[_ix(K.ICONST, j)], w[_ix(K.STAU, j)], w[_ix(K.SIG, j)]
-    asoma, pgain, pth, pnorm = w[_ix(K.ASOMA, j)], w[_ix(K.PGAIN, j)], w[_ix(K.PTH, j)], w[_ix(K.PNORM, j)]
-    taus1, taus0 = w[_ix(K.TAUS1, j)], w[_ix(K.TAUS0, j)]
+def _soma_partials(imem, iahp, inmda, iampa, iga, igb, i0, thr, iconst, stau, sig, asoma, pgain, pth, pnorm,
+                   taus1, taus0):
+    """d(dIsoma_mem/dt) by the 6 states and 11 parameter rows (the ``P_MEM`` order)."""
     one, zero = typed(1.0, i0), typed(0.0, i0)
     # forward, as fused_cpu_kernels._soma_derivatives
     m = imem > i0
@@ -159,38 +154,25 @@ def _soma_partials(w, j):
     g_tau_s = g_den * (one + ig_s / imem_c)
     g_ig_s = g_den * tau_s / imem_c
     g_ipfb = -g_isum if m else zero
-    g_i0 = zero if m else (g_fi0 - g_isum + g_isum + g_isum + g_ig_s + g_itau_s)  # fi0, ipfb_s, iga_s, iahp_s, ig_s, itau_s
+    # below the floor I0 takes the place of fi0, ipfb_s, iga_s, iahp_s, ig_s and itau_s
+    g_i0 = zero if m else (g_fi0 - g_isum + g_isum + g_isum + g_ig_s + g_itau_s)
     # exp(z), z = -(imem - pth) / pnorm; 1 - 1 / (1 + e) = e / (1 + e) without inf / inf
     g_z = -g_ipfb * ipfb * (one - one / (one + e))
-    g_pgain = g_ipfb / (one + e)
     g_iin, g_i0_in = _clamp_grads(iin, i0, g_iin_c)
     g_den1 = -g_iin * inmda_dp / den1
     g_imem_c = g_imem_c - g_den1 * thr / (imem_c * imem_c)
     g_imem, g_i0_mem = _clamp_grads(imem, i0, g_imem_c)
-    w[_ix(P_MEM, j)] = g_imem - g_z / pnorm
-    w[_ix(P_MEM + 1, j)] = g_isum if m else zero
-    w[_ix(P_MEM + 2, j)] = g_iin / den1
-    w[_ix(P_MEM + 3, j)] = g_iin
-    w[_ix(P_MEM + 4, j)] = g_isum if m else zero
-    w[_ix(P_MEM + 5, j)] = -g_iin
-    w[_ix(P_MEM + 6, j)] = g_i0 + g_i0_in + g_i0_mem
-    w[_ix(P_MEM + 7, j)] = g_den1 / imem_c
-    w[_ix(P_MEM + 8, j)] = g_iin
-    w[_ix(P_MEM + 9, j)] = g_itau_s if m else zero
-    w[_ix(P_MEM + 10, j)] = g_ig_s if m else zero
-    w[_ix(P_MEM + 11, j)] = g_asoma
-    w[_ix(P_MEM + 12, j)] = g_pgain
-    w[_ix(P_MEM + 13, j)] = g_z / pnorm
-    w[_ix(P_MEM + 14, j)] = g_z * (imem - pth) / (pnorm * pnorm)
-    w[_ix(P_MEM + 15, j)] = g_tau_s if m else zero
-    w[_ix(P_MEM + 16, j)] = zero if m else g_tau_s
+    g_state = g_isum if m else zero
+    return (g_imem - g_z / pnorm, g_state, g_iin / den1, g_iin, g_state, -g_iin,
+            g_i0 + g_i0_in + g_i0_mem, g_den1 / imem_c, g_iin, g_itau_s if m else zero, g_ig_s if m else zero,
+            g_asoma, g_ipfb / (one + e), g_z / pnorm, g_z * (imem - pth) / (pnorm * pnorm),
+            g_tau_s if m else zero, zero if m else g_tau_s)
 
 
 @njit(inline="always", error_model="numpy")
-def _ahp_partials(w, j):
-    """Write ``P_AHP`` rows of lane j (zero where the reference's quirk makes dIsoma_ahp/dt 0)."""
-    i0, imem, iahp = w[_ix(K.I0, j)], w[_ix(K.MEM, j)], w[_ix(K.AHP, j)]
-    aig, taua1, taua0, twoi0 = w[_ix(K.AIG, j)], w[_ix(K.TAUA1, j)], w[_ix(K.TAUA0, j)], w[_ix(K.TWOI0, j)]
+def _ahp_partials(imem, iahp, i0, aig, taua1, taua0, twoi0):
+    """d(dIsoma_ahp/dt) by Isoma_ahp, I0, AIG, TAUA1, TAUA0, TWOI0 (0 where the reference's
+    quirk makes dIsoma_ahp/dt 0)."""
     one, zero = typed(1.0, i0), typed(0.0, i0)
     m = imem > i0
     iahp_s = iahp if m else i0
@@ -206,19 +188,13 @@ def _ahp_partials(w, j):
     g_iahp_g = -g_num + g_den * tau_a / safe
     g_iahp_s = -g_den * tau_a * iahp_g / (safe * safe)
     g_tau_a = g_den * (one + iahp_g / safe)
-    w[_ix(P_AHP, j)] = -g_num + (g_iahp_s if m else zero)
-    w[_ix(P_AHP + 1, j)] = (zero if m else g_iahp_s) + (zero if a else g_iahp_g)
-    w[_ix(P_AHP + 2, j)] = g_iahp_g if a else zero
-    w[_ix(P_AHP + 3, j)] = g_tau_a if a else zero
-    w[_ix(P_AHP + 4, j)] = zero if a else g_tau_a
-    w[_ix(P_AHP + 5, j)] = zero if a else g_num
+    return (-g_num + (g_iahp_s if m else zero), (zero if m else g_iahp_s) + (zero if a else g_iahp_g),
+            g_iahp_g if a else zero, g_tau_a if a else zero, zero if a else g_tau_a, zero if a else g_num)
 
 
 @njit(inline="always", error_model="numpy")
-def _synapse_partials(w, j, k):
-    """Write the ``P_X + 6 k`` rows of lane j for synapse type k."""
-    i0, ix, twoi0 = w[_ix(K.I0, j)], w[_ix(K.NMDA + k, j)], w[_ix(K.TWOI0, j)]
-    ig_on, tau_on, tau_off = w[_ix(K.XIG + k, j)], w[_ix(K.XTAU1 + k, j)], w[_ix(K.XTAU0 + k, j)]
+def _synapse_partials(ix, i0, ig_on, tau_on, tau_off, twoi0):
+    """d(dI_X/dt) by I_X, I0, XIG, XTAU1, XTAU0, TWOI0 of one synapse type."""
     one, zero = typed(1.0, i0), typed(0.0, i0)
     s = ix > i0
     ig = ig_on if s else i0
@@ -228,23 +204,34 @@ def _synapse_partials(w, j, k):
     g_num, g_den = one / den, -d / den
     g_ig = -g_num + g_den * tau / ix
     g_tau = g_den * (ig / ix + one)
-    r = P_X + 6 * k
-    w[_ix(r, j)] = -g_num - g_den * tau * ig / (ix * ix)
-    w[_ix(r + 1, j)] = zero if s else g_ig
-    w[_ix(r + 2, j)] = g_ig if s else zero
-    w[_ix(r + 3, j)] = g_tau if s else zero
-    w[_ix(r + 4, j)] = zero if s else g_tau
-    w[_ix(r + 5, j)] = zero if s else g_num
+    return (-g_num - g_den * tau * ig / (ix * ix), zero if s else g_ig, g_ig if s else zero,
+            g_tau if s else zero, zero if s else g_tau, zero if s else g_num)
 
 
 @njit(error_model="numpy")
 def _euler_partials(w, nb):
+    """The ``P_MEM``, ``P_AHP`` and ``P_X`` rows of lanes ``0..nb-1`` at the current state."""
     for j in range(nb):
-        _soma_partials(w, j)
-        _ahp_partials(w, j)
+        i0, imem, iahp = w[_ix(K.I0, j)], w[_ix(K.MEM, j)], w[_ix(K.AHP, j)]
+        out = _soma_partials(
+            imem, iahp, w[_ix(K.NMDA, j)], w[_ix(K.AMPA, j)], w[_ix(K.GA, j)], w[_ix(K.GB, j)], i0,
+            w[_ix(K.THR, j)], w[_ix(K.ICONST, j)], w[_ix(K.STAU, j)], w[_ix(K.SIG, j)], w[_ix(K.ASOMA, j)],
+            w[_ix(K.PGAIN, j)], w[_ix(K.PTH, j)], w[_ix(K.PNORM, j)], w[_ix(K.TAUS1, j)], w[_ix(K.TAUS0, j)])
+        (w[_ix(P_MEM, j)], w[_ix(P_MEM + 1, j)], w[_ix(P_MEM + 2, j)], w[_ix(P_MEM + 3, j)], w[_ix(P_MEM + 4, j)],
+         w[_ix(P_MEM + 5, j)], w[_ix(P_MEM + 6, j)], w[_ix(P_MEM + 7, j)], w[_ix(P_MEM + 8, j)], w[_ix(P_MEM + 9, j)],
+         w[_ix(P_MEM + 10, j)], w[_ix(P_MEM + 11, j)], w[_ix(P_MEM + 12, j)], w[_ix(P_MEM + 13, j)],
+         w[_ix(P_MEM + 14, j)], w[_ix(P_MEM + 15, j)], w[_ix(P_MEM + 16, j)]) = out
+        out2 = _ahp_partials(imem, iahp, i0, w[_ix(K.AIG, j)], w[_ix(K.TAUA1, j)], w[_ix(K.TAUA0, j)],
+                             w[_ix(K.TWOI0, j)])
+        (w[_ix(P_AHP, j)], w[_ix(P_AHP + 1, j)], w[_ix(P_AHP + 2, j)], w[_ix(P_AHP + 3, j)], w[_ix(P_AHP + 4, j)],
+         w[_ix(P_AHP + 5, j)]) = out2
     for k in range(4):
         for j in range(nb):
-            _synapse_partials(w, j, k)
+            out3 = _synapse_partials(w[_ix(K.NMDA + k, j)], w[_ix(K.I0, j)], w[_ix(K.XIG + k, j)],
+                                     w[_ix(K.XTAU1 + k, j)], w[_ix(K.XTAU0 + k, j)], w[_ix(K.TWOI0, j)])
+            r = P_X + 6 * k
+            (w[_ix(r, j)], w[_ix(r + 1, j)], w[_ix(r + 2, j)], w[_ix(r + 3, j)], w[_ix(r + 4, j)],
+             w[_ix(r + 5, j)]) = out3
 
 
 @njit(error_model="numpy")
