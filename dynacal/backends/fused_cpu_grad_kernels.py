@@ -37,7 +37,7 @@ from . import fused_cpu_kernels as K
 from . import vector_math
 from .vector_math import exp, typed
 
-__all__ = ["P_MEM", "P_AHP", "P_X", "CM", "CTH", "SP", "JW0", "JA", "ACC_MEM", "ACC_AHP", "ACC_X", "ACC_DS",
+__all__ = ["P_MEM", "P_AHP", "P_X", "CM", "CTH", "SP", "JW0", "JA", "ACC_MEM", "ACC_AHP", "ACC_X", "ACC_DS", "ACC2_MEM", "ACC2_AHP", "ACC2_X",
            "TS", "EULER_INPUTS", "POST_INPUTS", "run_grad", "run_grad_serial"]
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ JW0 = _R + 51    # + k: d(jump of I_X) / d(I_X_w0) = count * alpha_X
 JA = _R + 55     # + k: d(jump of I_X) / d(alpha_X) = I_X_w0 * count
 ACC_MEM, ACC_AHP, ACC_X, ACC_DS = _R + 59, _R + 60, _R + 61, _R + 65  # per direction: sum partial * dq
 GR = _R + 66     # dL/draster of this step
-TS = _R + 67     # first tangent row
+ACC2_MEM, ACC2_AHP, ACC2_X = _R + 67, _R + 68, _R + 69  # the same for the reset and jumps (not times h)
+FRZ = _R + 73    # 1 where Isoma_mem was frozen in this step (REFR before the settle pass counts down)
+TS = _R + 74     # first tangent row
 
 #: Parameter row -> (accumulator, partial row) pairs of the Euler step: whatever a
 #: direction moves in a parameter row enters these accumulators through these partials.
@@ -93,9 +95,9 @@ EULER_INPUTS: dict[int, tuple[tuple[int, int], ...]] = {
 }
 #: The same for threshold, jumps and reset.
 POST_INPUTS: dict[int, tuple[tuple[int, int], ...]] = {
-    K.ITH: ((ACC_DS, CTH),), K.IRESET: ((ACC_MEM, SP),), K.AHPJ: ((ACC_AHP, SP),),
-    **{K.XW0 + k: ((ACC_X + k, JW0 + k),) for k in range(4)},
-    **{K.XALPHA + k: ((ACC_X + k, JA + k),) for k in range(4)},
+    K.ITH: ((ACC_DS, CTH),), K.IRESET: ((ACC2_MEM, SP),), K.AHPJ: ((ACC2_AHP, SP),),
+    **{K.XW0 + k: ((ACC2_X + k, JW0 + k),) for k in range(4)},
+    **{K.XALPHA + k: ((ACC2_X + k, JA + k),) for k in range(4)},
 }
 
 
@@ -251,6 +253,7 @@ def _post_partials(w, nb, sg_kind, sg_scale):
         w[_ix(CTH, j)] = -(c / th) * (imem / th)
         w[_ix(SP, j)] = spk
         w[_ix(RMI, j)] = ireset - imem
+        w[_ix(FRZ, j)] = one if refr > zero else zero
     for k in range(4):
         for j in range(nb):
             cnt = w[_ix(K.CNT + k, j)]
@@ -293,24 +296,35 @@ def _euler_tangent(w, nb, h, d, n_dir):
 
 
 @njit(error_model="numpy")
-def _post_tangent(w, nb, d, n_dir):
-    """Tangent of threshold, jumps and reset in direction d; ``G[d] += dL/draster * dspike``."""
+def _step_tangent(w, nb, h, d, n_dir):
+    """Tangent of the last Euler (sub)step, the threshold, jumps and reset in direction d,
+    in one pass; ``G[d] += dL/draster * dspike``."""
     tm, ta, g = TS + d, TS + n_dir + d, TS + 6 * n_dir + d
     for j in range(nb):
-        one, zero = typed(1.0, w[_ix(K.I0, j)]), typed(0.0, w[_ix(K.I0, j)])
+        one, zero = typed(1.0, h), typed(0.0, h)
         t = w[_ix(tm, j)]
+        x = w[_ix(ta, j)]
+        dm = w[_ix(P_MEM, j)] * t + w[_ix(P_MEM + 1, j)] * x + w[_ix(ACC_MEM, j)]
+        for s in range(4):
+            dm += w[_ix(P_MEM + 2 + s, j)] * w[_ix(TS + (2 + s) * n_dir + d, j)]
+        t = t if w[_ix(FRZ, j)] > zero else t + h * dm
+        x = x + h * (w[_ix(P_AHP, j)] * x + w[_ix(ACC_AHP, j)])
         ds = w[_ix(CM, j)] * t + w[_ix(ACC_DS, j)]
         w[_ix(g, j)] += w[_ix(GR, j)] * ds
-        w[_ix(tm, j)] = t * (one - w[_ix(SP, j)]) + ds * w[_ix(RMI, j)] + w[_ix(ACC_MEM, j)]
-        w[_ix(ta, j)] = w[_ix(ta, j)] + ds * w[_ix(K.AHPJ, j)] + w[_ix(ACC_AHP, j)]
-        w[_ix(ACC_DS, j)] = zero
+        w[_ix(tm, j)] = t * (one - w[_ix(SP, j)]) + ds * w[_ix(RMI, j)] + w[_ix(ACC2_MEM, j)]
+        w[_ix(ta, j)] = x + ds * w[_ix(K.AHPJ, j)] + w[_ix(ACC2_AHP, j)]
         w[_ix(ACC_MEM, j)] = zero
         w[_ix(ACC_AHP, j)] = zero
+        w[_ix(ACC_DS, j)] = zero
+        w[_ix(ACC2_MEM, j)] = zero
+        w[_ix(ACC2_AHP, j)] = zero
     for k in range(4):
         tx = TS + (2 + k) * n_dir + d
         for j in range(nb):
-            w[_ix(tx, j)] += w[_ix(ACC_X + k, j)]
-            w[_ix(ACC_X + k, j)] = typed(0.0, w[_ix(K.I0, j)])
+            x = w[_ix(tx, j)]
+            w[_ix(tx, j)] = x + h * (w[_ix(P_X + 6 * k, j)] * x + w[_ix(ACC_X + k, j)]) + w[_ix(ACC2_X + k, j)]
+            w[_ix(ACC_X + k, j)] = typed(0.0, h)
+            w[_ix(ACC2_X + k, j)] = typed(0.0, h)
 
 
 @njit(error_model="numpy")
@@ -337,18 +351,19 @@ def _grad_block(w, blk, l0, nb, e, e_end, ev_t, ev_off, ev_w, n_t, t0, h, subste
             e += 1
         for j in range(nb):
             w[_ix(GR, j)] = graster[t0 + k, l0 + j]
-        for _ in range(substeps):
+        for sub in range(substeps):
             _euler_partials(w, nb)
             K._euler_pass(w, nb, h)
-            for d in range(n_dir):
+            for d in range(n_dir if sub < substeps - 1 else 0):  # the last one goes with the threshold
                 _param_pass(w, nb, p1[d], p1[d + 1], a1, r1, q1)
                 _euler_tangent(w, nb, h, d, n_dir)
         K._threshold_pass(w, nb)
         _post_partials(w, nb, sg_kind, sg_scale)
         K._settle_pass(w, nb)
         for d in range(n_dir):
+            _param_pass(w, nb, p1[d], p1[d + 1], a1, r1, q1)
             _param_pass(w, nb, p2[d], p2[d + 1], a2, r2, q2)
-            _post_tangent(w, nb, d, n_dir)
+            _step_tangent(w, nb, h, d, n_dir)
 
 
 @njit(cache=_CACHE, parallel=True, error_model="numpy")
