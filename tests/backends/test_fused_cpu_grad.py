@@ -145,6 +145,7 @@ def test_derived_rows_are_the_kernels_values():
         np.testing.assert_array_equal(ws[0, row * K.BLK:row * K.BLK + 5], value.reshape(-1).numpy(), err_msg=str(row))
 
 
+@pytest.mark.slow
 def test_gradient_descent_recovers_per_neuron_parameters_of_64_neurons():
     """A synthetic target (64 neurons, each with its own Iampa_w0 and Iampa_tau) is
     recovered from a 30 % perturbed start by Adam on log-parameters, through the fused
