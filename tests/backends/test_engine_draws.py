@@ -18,6 +18,7 @@ from dynacal.params import PARAMETERS
 
 from .test_fused_cpu import _dc, _network, assert_agree, run_engines
 from .test_fused_cpu_grad import DIFFERENTIABLE, assert_same_gradients
+from .test_fused_cuda import assert_same, interpreted_kernel, run_both  # noqa: F401 (a fixture)
 
 #: name -> (low, high) of the draw, uniform in log space; defaults elsewhere x [0.7, 1.4].
 RANGES = {"kn": (0.6, 0.85), "kp": (0.55, 0.75), "Ut": (24e-3, 27e-3), "I0": (0.8e-12, 1.2e-12),
@@ -78,3 +79,14 @@ def test_same_gradients_at_random_draws(seed, surrogate):
         surrogate=surrogate, record=("Isoma_mem", "Igaba_a"))
     assert rec.spike_step.size >= 2
     assert sum(bool((v != 0).any()) for v in g.values()) >= 25
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside triton's interpreter
+@pytest.mark.parametrize("seed", [0, 3])
+def test_triton_kernel_in_interpreter_agrees_at_random_draws(interpreted_kernel, seed):
+    """The fused CUDA kernel (Triton, run by its CPU interpreter) at the same draws."""
+    exp = _experiment(seed, n=3, steps=200)
+    fused, _, eager = run_both(exp, Params.from_values(draw(seed, 3)), dtype=torch.float64, device="cpu",
+                               idx=np.arange(3))
+    assert eager[0].size >= 2
+    assert_same(fused, eager, rtol=1e-12)
