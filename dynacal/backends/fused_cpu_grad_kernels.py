@@ -122,52 +122,59 @@ def _soma_partials(imem, iahp, inmda, iampa, iga, igb, i0, thr, iconst, stau, si
                    taus1, taus0):
     """d(dIsoma_mem/dt) by the 6 states and 11 parameter rows (the ``P_MEM`` order)."""
     one, zero = typed(1.0, i0), typed(0.0, i0)
-    # forward, as fused_cpu_kernels._soma_derivatives
+    # forward, as fused_cpu_kernels._soma_derivatives (with reciprocals: these values only
+    # weight tangents, the primal step is the forward's own)
     m = imem > i0
     imem_c = i0 if imem < i0 else imem
     imem_c = one if imem_c > one else imem_c
-    den1 = one + thr / imem_c
-    inmda_dp = inmda / den1
+    r_imc = one / imem_c
+    den1 = one + thr * r_imc
+    r_den1 = one / den1
+    inmda_dp = inmda * r_den1
     iin = inmda_dp + iampa - igb + iconst
     iin_c = i0 if iin < i0 else iin
     iin_c = one if iin_c > one else iin_c
     itau_s = stau if m else i0
+    r_itau = one / itau_s
     ig_s = sig if m else i0
     iahp_s = iahp if m else i0
     iga_s = iga if m else i0
-    e = exp(-(imem - pth) / pnorm)
-    ipfb = pgain / (one + e)
+    r_pn = one / pnorm
+    e = exp(-(imem - pth) * r_pn)
+    r_e = one / (one + e)
+    ipfb = pgain * r_e
     ipfb_s = ipfb if m else i0
     fi0 = zero if m else i0
     isum = itau_s + iahp_s + iga_s - ipfb_s - fi0
     tau_s = taus1 if m else taus0
-    num = asoma * (iin_c - isum) - (isum - fi0) * imem_c / itau_s
-    den = tau_s * (one + ig_s / imem_c)
-    d_mem = num / den
+    q = imem_c * r_itau
+    num = asoma * (iin_c - isum) - (isum - fi0) * q
+    den = tau_s * (one + ig_s * r_imc)
+    r_den = one / den
+    d_mem = num * r_den
     # backward
-    g_num, g_den = one / den, -d_mem / den
-    q = imem_c / itau_s
+    g_num, g_den = r_den, -d_mem * r_den
     g_asoma = g_num * (iin_c - isum)
     g_iin_c = g_num * asoma
     g_isum = -g_num * asoma - g_num * q
     g_fi0 = g_num * q - g_isum
-    g_imem_c = -g_num * (isum - fi0) / itau_s - g_den * tau_s * ig_s / (imem_c * imem_c)
-    g_itau_s = g_num * (isum - fi0) * q / itau_s + g_isum
-    g_tau_s = g_den * (one + ig_s / imem_c)
-    g_ig_s = g_den * tau_s / imem_c
+    g_imem_c = -g_num * (isum - fi0) * r_itau - g_den * tau_s * ig_s * r_imc * r_imc
+    g_itau_s = g_num * (isum - fi0) * q * r_itau + g_isum
+    g_tau_s = g_den * (one + ig_s * r_imc)
+    g_ig_s = g_den * tau_s * r_imc
     g_ipfb = -g_isum if m else zero
     # below the floor I0 takes the place of fi0, ipfb_s, iga_s, iahp_s, ig_s and itau_s
     g_i0 = zero if m else (g_fi0 - g_isum + g_isum + g_isum + g_ig_s + g_itau_s)
     # exp(z), z = -(imem - pth) / pnorm; 1 - 1 / (1 + e) = e / (1 + e) without inf / inf
-    g_z = -g_ipfb * ipfb * (one - one / (one + e))
+    g_z = -g_ipfb * ipfb * (one - r_e)
     g_iin, g_i0_in = _clamp_grads(iin, i0, g_iin_c)
-    g_den1 = -g_iin * inmda_dp / den1
-    g_imem_c = g_imem_c - g_den1 * thr / (imem_c * imem_c)
+    g_den1 = -g_iin * inmda_dp * r_den1
+    g_imem_c = g_imem_c - g_den1 * thr * r_imc * r_imc
     g_imem, g_i0_mem = _clamp_grads(imem, i0, g_imem_c)
     g_state = g_isum if m else zero
-    return (g_imem - g_z / pnorm, g_state, g_iin / den1, g_iin, g_state, -g_iin,
-            g_i0 + g_i0_in + g_i0_mem, g_den1 / imem_c, g_iin, g_itau_s if m else zero, g_ig_s if m else zero,
-            g_asoma, g_ipfb / (one + e), g_z / pnorm, g_z * (imem - pth) / (pnorm * pnorm),
+    return (g_imem - g_z * r_pn, g_state, g_iin * r_den1, g_iin, g_state, -g_iin,
+            g_i0 + g_i0_in + g_i0_mem, g_den1 * r_imc, g_iin, g_itau_s if m else zero, g_ig_s if m else zero,
+            g_asoma, g_ipfb * r_e, g_z * r_pn, g_z * (imem - pth) * r_pn * r_pn,
             g_tau_s if m else zero, zero if m else g_tau_s)
 
 
