@@ -181,7 +181,7 @@ def _workspace(lay, p: Params, grad_names, dtype, dt: float):
     K.init_workspace(ws, fused_cpu._pack(p, dtype), lay.lane0, lay.nvalid, init, float(dt))
     rows = ws.reshape(lay.n_blocks, -1, K.BLK)
     blk, slot = lay.locate(np.arange(p.I0.numel(), dtype=np.int64))
-    stages = ([], []), ([], [])  # (euler, post) x (ptr lengths, entries)
+    stages = ([], []), ([], [])  # (early sub-steps, last sub-step + post) x (ptr lengths, entries)
     dq_row = G.TS + 7 * n_dir
     for tangent in tangents:
         entries = ([], [])
@@ -190,9 +190,9 @@ def _workspace(lay, p: Params, grad_names, dtype, dt: float):
             for stage, table in enumerate((G.EULER_INPUTS, G.POST_INPUTS)):
                 entries[stage].extend((acc, dq_row, part) for acc, part in table.get(q, ()))
             dq_row += 1
-        for stage in range(2):
-            stages[stage][0].append(len(entries[stage]))
-            stages[stage][1].extend(entries[stage])
+        for stage, part in enumerate((entries[0], entries[0] + entries[1])):  # early sub-steps; the last + post
+            stages[stage][0].append(len(part))
+            stages[stage][1].extend(part)
     lists = []
     for lengths, entries in stages:
         ptr = np.zeros(n_dir + 1, dtype=np.int64)

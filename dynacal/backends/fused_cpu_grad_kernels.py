@@ -349,7 +349,7 @@ def _contract_traces(w, blk, t_rec, tr_ptr, tr_j, tr_b, tr_r, name_rows, gtraces
 def _grad_block(w, blk, l0, nb, e, e_end, ev_t, ev_off, ev_w, n_t, t0, h, substeps, every,
                 tr_ptr, tr_j, tr_b, tr_r, name_rows, gtraces, graster, n_dir, lists, sg_kind, sg_scale):
     """All ``n_t`` steps of one block: primal (the forward's passes) and tangents."""
-    p1, a1, q1, r1, p2, a2, q2, r2 = lists
+    p1, a1, q1, r1, p3, a3, q3, r3 = lists
     for k in range(n_t):
         if (t0 + k) % every == 0:
             _contract_traces(w, blk, (t0 + k) // every, tr_ptr, tr_j, tr_b, tr_r, name_rows, gtraces, n_dir)
@@ -368,8 +368,7 @@ def _grad_block(w, blk, l0, nb, e, e_end, ev_t, ev_off, ev_w, n_t, t0, h, subste
         _post_partials(w, nb, sg_kind, sg_scale)
         K._settle_pass(w, nb)
         for d in range(n_dir):
-            _param_pass(w, nb, p1[d], p1[d + 1], a1, r1, q1)
-            _param_pass(w, nb, p2[d], p2[d + 1], a2, r2, q2)
+            _param_pass(w, nb, p3[d], p3[d + 1], a3, r3, q3)
             _step_tangent(w, nb, h, d, n_dir)
 
 
@@ -398,7 +397,7 @@ run_grad.__doc__ = run_grad_serial.__doc__ = """Advance every block by ``n_t`` s
 
     Args: as ``fused_cpu_kernels.run_feedforward`` for the primal (``ws`` with this file's
         rows), plus ``gtraces`` (n_names, T_rec, B, R) and ``graster`` (T, B * N): the
-        gradients of the loss by the outputs; ``n_dir``: directions; ``lists``: per stage
-        (Euler, then threshold/jumps/reset) CSR by direction of (accumulator, dq row,
-        partial row); ``sg_kind``/``sg_scale``: the surrogate.
+        gradients of the loss by the outputs; ``n_dir``: directions; ``lists``: CSR by direction
+        of (accumulator, dq row, partial row), first of the Euler sub-steps before the
+        last, then of the last one with threshold, jumps and reset; ``sg_kind``/``sg_scale``: the surrogate.
 """
