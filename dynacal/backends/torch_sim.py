@@ -53,13 +53,15 @@ class TorchBackend:
     """Dynap-SE1 simulator in PyTorch.
 
     Args:
-        engine: ``"auto"`` (fused when available and no gradient is needed, else eager),
+        engine: ``"auto"`` (fused when available, for gradients too where ``fused_cpu_grad``
+            covers the run, else eager),
             ``"eager"`` or ``"fused"``.
         dtype: ``torch.float64`` (Brian2-exact reference) or ``torch.float32``; strings ok.
         device: ``"cpu"`` or ``"cuda"``.
         substeps: Euler sub-steps per step (1 = Brian2-exact; more for stiff settings).
-        surrogate: surrogate gradient of the spike (``dpi.SURROGATES``) for eager runs;
-            ``"none"`` holds spikes constant (exact gradients of smooth observables).
+        surrogate: surrogate gradient of the spike (``dpi.SURROGATES``), eager and fused
+            (``fused_cpu_grad``) alike; ``"none"`` holds spikes constant (exact gradients
+            of smooth observables).
         chunk_steps: steps whose input counts are built at once (bounds memory).
     """
 
@@ -122,12 +124,16 @@ class TorchBackend:
         grad = (torch.is_grad_enabled() and (any(getattr(p, f).requires_grad for f in p.__dataclass_fields__)
                 or (input_weights is not None and input_weights.requires_grad)
                 or (recurrent_weights is not None and recurrent_weights.requires_grad)))
-        engine = self._choose(grad or input_weights is not None or recurrent_weights is not None, experiment)
+        weighted = input_weights is not None or recurrent_weights is not None
+        engine = (self._grad_engine(experiment, weighted) if grad and not weighted
+                  else self._choose(grad or weighted, experiment))
         prep.check_static(experiment, self.substeps)
         start = time.perf_counter()
         if engine == "eager":
             out = self._run_eager(experiment, p, b, n, names, idx, every,
                                   input_weights, recurrent_weights, keep_raster=grad)
+        elif grad:
+            out = self._run_fused_grad(experiment, p, b, n, names, idx, every)
         else:
             out = self._run_fused(experiment, prep.expanded(b, n), b, n, names, idx, every)
         wall = time.perf_counter() - start
@@ -170,6 +176,30 @@ class TorchBackend:
             log.info("torch backend: engine 'auto' chose %r on %s; pin it with engine='eager' or 'fused'.",
                      choice, self.device)
         return choice
+
+    def _grad_engine(self, experiment: Experiment, weighted: bool) -> str:
+        """The engine of a run whose parameters require grad: the fused CPU gradient
+        (``fused_cpu_grad``) where it applies, else eager (``engine="fused"``: an error)."""
+        from . import fused_cpu_grad
+        if self.engine == "eager":
+            return "eager"
+        why = ("weights that require grad" if weighted else "the CUDA device" if self.device.type == "cuda"
+               else "numba is not installed" if not _fused_available(self.device)
+               else "recurrent connections" if not fused_cpu_grad.supports(experiment) else None)
+        if why is None:
+            if self.engine == "auto" and "fused-grad" not in _announced:
+                _announced.add("fused-grad")
+                log.info("torch backend: engine 'auto' chose the fused CPU gradient; pin the eager one with "
+                         "engine='eager'.")
+            return "fused"
+        if self.engine == "fused":
+            raise ParameterError(f"the fused engine has no gradients with {why}; use engine='eager' (or 'auto').")
+        return "eager"
+
+    def _run_fused_grad(self, experiment, p, b, n, names, idx, every):
+        from . import fused_cpu_grad
+        return fused_cpu_grad.simulate(experiment, p, b, n, names, idx, every, surrogate=self.surrogate or "none",
+                                       substeps=self.substeps, chunk_steps=self.chunk_steps)
 
     def _recurrent(self, experiment: Experiment, b: int, weights: torch.Tensor | None) -> Recurrent | None:
         rec = experiment.network.recurrent
