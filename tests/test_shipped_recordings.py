@@ -41,7 +41,8 @@ def test_every_protocol_is_shipped_with_the_default_settings():
         total += path.stat().st_size
         # a changed default changes the experiment: rerun recordings/make_recordings.py
         assert get_protocol(name).experiment(TRUTH["neurons"]).content_hash() == info["experiment_hash"], name
-        assert info["backend"] == "brian2" and info["torch_identical_spikes"]
+        # whether torch gives the file's spikes is measured below, not read from the file's flag
+        assert info["backend"] == "brian2"
     assert total < 4e6
 
 
@@ -69,11 +70,41 @@ def test_refractory_and_fi(replay):
     assert np.std(np.log(g["rheobase"][0])) > 0.05  # leak and gain mismatch show
 
 
+def _trains(rec) -> tuple[np.ndarray, np.ndarray]:
+    """(set * N + neuron, step) of every spike, sorted by neuron then step (the order of the
+    events within one step is the engine's)."""
+    key = rec.spike_batch * rec.n_neurons + rec.spike_neuron
+    order = np.lexsort((rec.spike_step, key))
+    return key[order], rec.spike_step[order]
+
+
+@pytest.mark.xfail(strict=True, reason="ground_truth.json says torch_identical_spikes for every file, but torch "
+                   "on the ground truth puts 2 spikes of fi, 4 of adaptation and 29 of rate_transfer one step "
+                   "away from the Brian2 files (measured 2026-12-07); refractory, kernels, heldout are identical")
+@pytest.mark.parametrize("name", ["fi", "adaptation", "rate_transfer"])
+def test_torch_gives_the_files_spikes_as_ground_truth_json_says(replay, truth, name):
+    assert TRUTH["files"][name]["torch_identical_spikes"]
+    protocol = get_protocol(name)
+    a = _trains(protocol.run(replay, "core0"))
+    b = _trains(protocol.run(get_backend("torch"), "core0", truth))
+    np.testing.assert_array_equal(a[1], b[1])
+
+
 @pytest.mark.parametrize("name", ORDER)
 def test_torch_on_the_ground_truth_reproduces_every_feature(replay, truth, name):
     protocol = get_protocol(name)
-    shipped = protocol.features(protocol.run(replay, "core0"))
-    simulated = protocol.features(protocol.run(get_backend("torch"), "core0", truth))
+    shipped_rec = protocol.run(replay, "core0")
+    simulated_rec = protocol.run(get_backend("torch"), "core0", truth)
+    # measured, not read from ground_truth.json: the same number of spikes for every neuron of
+    # every set, each within one step of the Brian2 file's (see the test below for identity)
+    a, b = _trains(shipped_rec), _trains(simulated_rec)
+    np.testing.assert_array_equal(a[0], b[0])  # (set, neuron) of every spike, in order
+    shift = np.abs(a[1] - b[1])
+    assert shift.max() <= 1 and np.count_nonzero(shift) <= 1e-3 * shift.size, np.count_nonzero(shift)
+    if name in ("refractory", "kernels", "heldout"):
+        assert not shift.any()  # these three are identical (the other three: see the xfail above)
+    assert shipped_rec.spike_step.size > 0
+    shipped, simulated = protocol.features(shipped_rec), protocol.features(simulated_rec)
     for key in shipped:
         if key.startswith(("tau_", "amplitude_")):
             np.testing.assert_allclose(simulated[key], shipped[key], rtol=1e-6, err_msg=key)
