@@ -131,6 +131,35 @@ def bench_gradient(n_neurons: int, n_steps: int) -> list[dict]:
                     t_fb / t_fwd, note="ratio = time / reference time (cost of the gradient)")]
 
 
+#: The per-neuron parameters of the fused-gradient case (issue 11: 8 per neuron).
+GRADIENT_PARAMS = ("Iampa_w0", "Inmda_w0", "Igaba_b_w0", "Isoma_dpi_tau", "Isoma_th", "Isoma_ahp_w", "Iampa_tau",
+                   "Isoma_ahp_tau")
+
+
+def bench_gradient_fused(n_neurons: int, n_steps: int, repeat: int = 3) -> list[dict]:
+    """Forward + gradient of 8 per-neuron parameters (float64, surrogate fast_sigmoid, loss
+    of the raster and of a trace): the fused CPU gradient against eager autograd on the
+    same input and loss. ratio = eager time / fused time."""
+    exp = scale_experiment(n_neurons, n_steps, seed=3)
+    base = exp.network.params()
+
+    def forward_backward(engine):
+        leaves = [getattr(base, name).expand(1, n_neurons).clone().requires_grad_(True) for name in GRADIENT_PARAMS]
+        rec = TorchBackend(engine=engine).run(exp, base.replace(**dict(zip(GRADIENT_PARAMS, leaves))),
+                                              record=["Isoma_mem"], record_every=10)
+        (rec.raster.sum() + torch.log(rec.traces["Isoma_mem"]).mean()).backward()
+        return rec.metadata["engine"]
+
+    assert forward_backward("fused") == "fused"
+    t_fused = _time(lambda: forward_backward("fused"), repeat)
+    t_eager = _time(lambda: forward_backward("eager"), 1)
+    ns, label = n_neurons * n_steps, f"grad8 {n_neurons}x{n_steps}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return [_record(label, "torch eager fwd+bwd (8 params)", t_eager, ns, "torch eager fwd+bwd (8 params)", 1.0),
+            _record(label, "torch fused fwd+grad (8 params)", t_fused, ns, "torch eager fwd+bwd (8 params)",
+                    t_eager / t_fused, note=f"load average {load:.2f}" if load is not None else "")]
+
+
 _MEMORY_SCRIPT = """
 import resource, sys, json, tracemalloc
 sys.path[:0] = {path!r}
@@ -210,6 +239,7 @@ def run_benchmarks(quick: bool = False, progress: Callable[[str, int, int], None
              (f"scale {n}x{steps}", lambda: bench_scale(n, steps, repeat=1 if quick else 3)),
              (f"batch {n_sets}x256x{batch_steps}", batch),
              (f"gradient 256x{grad_steps}", lambda: bench_gradient(256, grad_steps)),
+             (f"gradient fused 256x{grad_steps}", lambda: bench_gradient_fused(256, grad_steps)),
              (f"memory {n}x{steps}", lambda: bench_memory(n, steps))]
     for k, (label, case) in enumerate(cases):
         if progress:

@@ -311,7 +311,7 @@ def kernel_loss(model: Recording, target: Recording, name: str, starts, *, what:
 
     Args:
         name: synapse trace, e.g. ``"Iampa"``.
-        starts: int (E,), first step each input acts in (``SynapticKernels.event_steps()[:, k] + 1``).
+        starts: int (E,), first step each input acts in (``SynapticKernels.event_lists()[k] + 1``).
         what: ``"tau"`` or ``"amplitude"``.
         fit_min, fit_span: as in ``SynapticKernels`` (A, s).
         missing: ``e ** 2`` of a candidate whose fit failed.

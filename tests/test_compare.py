@@ -95,3 +95,31 @@ def test_seed_experiment_rejects_bad_values():
         seed_experiment(weights={"gaba_aa": 1})
     with pytest.raises(ParameterError, match="duration"):
         seed_experiment(duration=float("nan"))
+
+
+def _two_neurons(spikes: dict[int, tuple[int, ...]], swap_traces: bool = False, batch: int = 1) -> Recording:
+    """2 neurons (in set ``batch - 1``) with different traces; spikes {neuron: steps}."""
+    t = torch.arange(50, dtype=torch.float64)
+    per = torch.stack([1e-12 + 1e-10 * (1 + torch.sin(t / 7)), 1e-12 + 3e-10 * (1 + torch.cos(t / 5))], -1)
+    per = per.flip(-1) if swap_traces else per
+    traces = {"Isoma_mem": per.reshape(50, 1, 2).expand(50, batch, 2).clone()}
+    n = [k for k, s in spikes.items() for _ in s]
+    s = [x for v in spikes.values() for x in v]
+    return Recording.from_steps("x", 1e-4, 50, batch, 2, [batch - 1] * len(s), n, s, traces=traces,
+                                trace_neurons=np.array([0, 1]))
+
+
+def test_the_verdict_tells_neurons_and_sets_apart():
+    # the same spike steps and the same traces, but on the other neuron (or set): not agreement
+    a = _two_neurons({0: (10, 20), 1: (15,)})
+    assert agreement(a, _two_neurons({0: (10, 20), 1: (15,)}))["verdict"] == "agree"
+    swapped = agreement(a, _two_neurons({0: (15,), 1: (10, 20)}))
+    assert swapped["verdict"] == "disagree" and "spike steps differ" in swapped["reason"]
+    moved = agreement(a, _two_neurons({0: (10, 20, 15)}))
+    assert moved["verdict"] == "disagree" and not moved["spikes_identical"]
+    traces = agreement(a, _two_neurons({0: (10, 20), 1: (15,)}, swap_traces=True))
+    assert traces["verdict"] == "disagree" and "Isoma_mem differs" in traces["reason"]
+    sets = agreement(_two_neurons({0: (10,)}, batch=2), Recording.from_steps(
+        "x", 1e-4, 50, 2, 2, [0], [0], [10], traces=_two_neurons({0: (10,)}, batch=2).traces,
+        trace_neurons=np.array([0, 1])))
+    assert sets["verdict"] == "disagree"  # the spike is in set 1 in one, set 0 in the other

@@ -27,7 +27,7 @@ def _kernel_run(values: dict[str, torch.Tensor], engine: str = "eager") -> Recor
 
 def _fit(rec: Recording, syn: str):
     k = KERNELS.synapses.index(syn)
-    starts = KERNELS.event_steps()[:, k] + 1
+    starts = KERNELS.event_lists()[k] + 1
     return kernel_fit(rec.traces[TRACE_OF[syn]], starts, rec.trace_every, rec.dt,
                       fit_min=KERNELS.fit_min, fit_span=KERNELS.fit_span)
 

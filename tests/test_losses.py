@@ -149,9 +149,16 @@ def test_recordings_that_do_not_pair_are_refused(fi):
     model, target = fi
     with pytest.raises(RecordingError, match="B \\* L"):
         rate_loss(_synthetic([[[1]] * N] * 4, n_steps=model.n_steps), target)  # 4 sets, not 3 * B
-    other = dataclasses.replace(target, metadata={"protocol": {"conditions": {"Isoma_const": [3e-9, 1e-9, 0.3e-9]}}})
+    # the same levels in another order: the target's experiment says so
+    levels = {"Isoma_const": [3e-9, 1e-9, 0.3e-9]}
+    other = dataclasses.replace(target, experiment=dataclasses.replace(target.experiment, conditions=levels))
     with pytest.raises(RecordingError, match="conditions"):
         rate_loss(model, other)
+    # a file without experiment (v1): the protocol's metadata says so
+    v1 = dataclasses.replace(target, experiment=None, metadata={"protocol": {"conditions": levels}})
+    with pytest.raises(RecordingError, match="conditions"):
+        rate_loss(dataclasses.replace(model, experiment=None, metadata={"protocol": {
+            "conditions": {k: list(v) for k, v in model.experiment.conditions.items()}}}), v1)
     with pytest.raises(ParameterError, match="window"):
         rate_loss(model, target, window=(0.0, 1.0))
 
@@ -253,7 +260,7 @@ def kernels():
 
 def test_kernel_loss_of_the_time_constant(kernels):
     _, model, target = kernels
-    starts = KERNELS.event_steps()[:, 0] + 1
+    starts = KERNELS.event_lists()[0] + 1
     loss = kernel_loss(model, target, "Iampa", starts)
     _check(loss, 2, 3)
     assert loss.mask.all() and torch.all(loss.values[0] == 0)
@@ -270,7 +277,7 @@ def test_kernel_loss_of_the_time_constant(kernels):
 
 def test_a_target_that_traced_some_neurons_or_none(kernels):
     _, model, target = kernels
-    starts = KERNELS.event_steps()[:, 0] + 1
+    starts = KERNELS.event_lists()[0] + 1
     some = dataclasses.replace(target, traces={"Iampa": target.traces["Iampa"][:, :, [0, 2]]},
                                trace_neurons=np.array([0, 2]))
     for loss in (trace_loss(model, some, "Iampa"), kernel_loss(model, some, "Iampa", starts)):

@@ -10,14 +10,31 @@ from dynacal.params import per_core
 from dynacal.units import format_quantity, parse_quantity
 
 
+#: dpi-model.md, "Constants and defaults", written out here in the doc's own units (the
+#: table in dynacal.params must agree with the document, so the test does not read the table)
+_pA, _pF, _ms, _mV = 1e-12, 1e-12, 1e-3, 1e-3
+DOCUMENTED = {
+    "kn": 0.75, "kp": 0.66, "Ut": 25 * _mV, "I0": 1 * _pA,
+    **{f"alpha_{x}": 4.0 for x in ("soma", "ahp", "nmda", "ampa", "gaba_a", "gaba_b")},
+    "Csoma_mem": 2 * _pF, "Isoma_dpi_tau": 5 * _pA, "Isoma_th": 2000 * _pA, "Isoma_reset": 1.2 * _pA,
+    "Isoma_const": 1 * _pA, "soma_refP": 5 * _ms, "Csoma_ahp": 4 * _pF, "Isoma_ahp_tau": 2 * _pA,
+    "Isoma_ahp_w": 1 * _pA, "Isoma_pfb_gain": 100 * _pA, "Isoma_pfb_th": 1000 * _pA, "Isoma_pfb_norm": 20 * _pA,
+    "Cnmda": 2 * _pF, "Campa": 2 * _pF, "Cgaba_a": 2 * _pF, "Cgaba_b": 2 * _pF,
+    "Inmda_tau": 2 * _pA, "Iampa_tau": 20 * _pA, "Igaba_a_tau": 5 * _pA, "Igaba_b_tau": 5 * _pA,
+    "Inmda_w0": 100 * _pA, "Iampa_w0": 100 * _pA, "Igaba_a_w0": 100 * _pA, "Igaba_b_w0": 100 * _pA,
+    "Inmda_thr": 1 * _pA,
+}
+
+
 def test_defaults_are_the_documented_ones():
+    assert len(DOCUMENTED) == 35
+    # every parameter of the table is documented, and every documented one is in the table
+    assert set(PARAMETERS) == set(DOCUMENTED), set(PARAMETERS) ^ set(DOCUMENTED)
     p = Params.from_values()
-    # dpi-model.md, "Constants and defaults".
-    expected = {"Isoma_dpi_tau": 5e-12, "Isoma_th": 2000e-12, "Isoma_pfb_th": 1000e-12, "Csoma_mem": 2e-12,
-                "soma_refP": 5e-3, "Iampa_tau": 20e-12, "Inmda_tau": 2e-12, "alpha_soma": 4.0, "Ut": 25e-3}
-    for name, value in expected.items():
-        assert float(getattr(p, name)) == pytest.approx(value)
     assert p.shape == (1, 1)
+    for name, value in DOCUMENTED.items():
+        assert PARAMETERS[name].default == pytest.approx(value, rel=1e-12), name
+        assert float(getattr(p, name)) == pytest.approx(value, rel=1e-12), name
 
 
 def test_strings_with_units():

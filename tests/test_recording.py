@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dynacal import Experiment, Recording, Stimulus
-from dynacal.errors import RecordingError
+from dynacal.errors import ParameterError, RecordingError
 from dynacal.recording import check_record
 
 
@@ -65,8 +65,16 @@ def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
     path = _rec().save(tmp_path / "r.h5")
     before = path.read_bytes()
     rec = _rec()
-    rec.traces["Isoma_mem"] = object()  # cannot be written
-    with pytest.raises(Exception):
+
+    class DiskFull(OSError):
+        pass
+
+    class Failing:  # fails while the file is half written: after the spikes, at the traces
+        def detach(self):
+            raise DiskFull("no space left on device")
+
+    rec.traces["Isoma_mem"] = Failing()
+    with pytest.raises(DiskFull, match="no space left"):
         rec.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.h5"]
@@ -75,7 +83,7 @@ def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
 def test_check_record_names():
     assert check_record("all")[0] == "Isoma_mem"
     assert check_record("Inmda,Iampa") == ("Inmda", "Iampa")
-    with pytest.raises(Exception, match="Inmda"):
+    with pytest.raises(ParameterError, match="unknown trace 'Inmdaa'. Did you mean 'Inmda'"):
         check_record(["Inmdaa"])
 
 

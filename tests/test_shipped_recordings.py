@@ -25,7 +25,9 @@ DT = 1e-4
 
 @pytest.fixture(scope="module")
 def truth() -> Params:
-    return Params.from_values({k: torch.as_tensor(v) for k, v in TRUTH["values"].items()})
+    # float64 explicitly: torch.as_tensor of a JSON list is float32, which moved a few spikes by
+    # one step (fi 2, adaptation 4, rate_transfer 29 of ~10^5) and looked like a disagreement
+    return Params.from_values({k: torch.as_tensor(v, dtype=torch.float64) for k, v in TRUTH["values"].items()})
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def test_every_protocol_is_shipped_with_the_default_settings():
         total += path.stat().st_size
         # a changed default changes the experiment: rerun recordings/make_recordings.py
         assert get_protocol(name).experiment(TRUTH["neurons"]).content_hash() == info["experiment_hash"], name
-        assert info["backend"] == "brian2" and info["torch_identical_spikes"]
+        # whether torch gives the file's spikes is measured below, not read from the file's flag
+        assert info["backend"] == "brian2"
     assert total < 4e6
 
 
@@ -69,11 +72,35 @@ def test_refractory_and_fi(replay):
     assert np.std(np.log(g["rheobase"][0])) > 0.05  # leak and gain mismatch show
 
 
+def _trains(rec) -> tuple[np.ndarray, np.ndarray]:
+    """(set * N + neuron, step) of every spike, sorted by neuron then step (the order of the
+    events within one step is the engine's)."""
+    key = rec.spike_batch * rec.n_neurons + rec.spike_neuron
+    order = np.lexsort((rec.spike_step, key))
+    return key[order], rec.spike_step[order]
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_torch_gives_the_files_spikes_as_ground_truth_json_says(replay, truth, name):
+    assert TRUTH["files"][name]["torch_identical_spikes"]
+    protocol = get_protocol(name)
+    a = _trains(protocol.run(replay, "core0"))
+    b = _trains(protocol.run(get_backend("torch"), "core0", truth))
+    np.testing.assert_array_equal(a[1], b[1])
+
+
 @pytest.mark.parametrize("name", ORDER)
 def test_torch_on_the_ground_truth_reproduces_every_feature(replay, truth, name):
     protocol = get_protocol(name)
-    shipped = protocol.features(protocol.run(replay, "core0"))
-    simulated = protocol.features(protocol.run(get_backend("torch"), "core0", truth))
+    shipped_rec = protocol.run(replay, "core0")
+    simulated_rec = protocol.run(get_backend("torch"), "core0", truth)
+    # measured, not read from ground_truth.json: the same number of spikes for every neuron of
+    # every set, at the same steps as the Brian2 file's
+    a, b = _trains(shipped_rec), _trains(simulated_rec)
+    np.testing.assert_array_equal(a[0], b[0])  # (set, neuron) of every spike, in order
+    np.testing.assert_array_equal(a[1], b[1])  # and the same steps: torch reproduces Brian2 exactly
+    assert shipped_rec.spike_step.size > 0
+    shipped, simulated = protocol.features(shipped_rec), protocol.features(simulated_rec)
     for key in shipped:
         if key.startswith(("tau_", "amplitude_")):
             np.testing.assert_allclose(simulated[key], shipped[key], rtol=1e-6, err_msg=key)

@@ -115,7 +115,7 @@ def test_a_gradient_run_through_the_backend_counts_its_raster(sixteen_gib, monke
 
     from dynacal.params import Params
 
-    backend = get_backend("torch")
+    backend = get_backend("torch:eager")
     _no_run(monkeypatch, backend)
     w0 = torch.full((2, 1024), 100e-12, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ParameterError, match=r"spike raster 15\.3 GiB \(1000000 x 2 x 1024\); 2 copies at the "

@@ -54,13 +54,15 @@ class TorchBackend:
     """Dynap-SE1 simulator in PyTorch.
 
     Args:
-        engine: ``"auto"`` (fused when available and no gradient is needed, else eager),
+        engine: ``"auto"`` (fused when available, for gradients too where ``fused_cpu_grad``
+            covers the run, else eager),
             ``"eager"`` or ``"fused"``.
         dtype: ``torch.float64`` (Brian2-exact reference) or ``torch.float32``; strings ok.
         device: ``"cpu"`` or ``"cuda"``.
         substeps: Euler sub-steps per step (1 = Brian2-exact; more for stiff settings).
-        surrogate: surrogate gradient of the spike (``dpi.SURROGATES``) for eager runs;
-            ``"none"`` holds spikes constant (exact gradients of smooth observables).
+        surrogate: surrogate gradient of the spike (``dpi.SURROGATES``), eager and fused
+            (``fused_cpu_grad``) alike; ``"none"`` holds spikes constant (exact gradients
+            of smooth observables).
         chunk_steps: steps whose input counts are built at once (bounds memory).
     """
 
@@ -129,8 +131,11 @@ class TorchBackend:
         if bound <= sizing.NEGLIGIBLE:  # the common small run: no closer look (it costs a calibration loop)
             return
         grad = _needs_grad(prep.p, input_weights, recurrent_weights)
-        eager = (self.engine == "eager" or grad or input_weights is not None or recurrent_weights is not None
-                 or not _fused_available(self.device))
+        # as _choose / _grad_engine decide, without their log lines
+        recurrent = part.network.recurrent.pre.size > 0
+        eager = (self.engine == "eager" or input_weights is not None or recurrent_weights is not None
+                 or not _fused_available(self.device) or (self.device.type == "cuda" and (grad or recurrent))
+                 or (grad and recurrent))
         why = ", ".join(w for w, on in (("the eager engine stacks its steps", eager),
                                         (f"{L} condition runs are merged", L > 1)) if on)
         sizing.check_traces_fit(self.name, names, part.n_steps, every, b * max(L, 1), len(idx), itemsize,
@@ -144,12 +149,16 @@ class TorchBackend:
         names, every, b, n, idx = check_request(experiment, prep.shape, record, record_neurons, record_every)
         b = _weight_batch(b, input_weights, recurrent_weights)
         grad = _needs_grad(p, input_weights, recurrent_weights)
-        engine = self._choose(grad or input_weights is not None or recurrent_weights is not None, experiment)
+        weighted = input_weights is not None or recurrent_weights is not None
+        engine = (self._grad_engine(experiment, weighted) if grad and not weighted
+                  else self._choose(grad or weighted, experiment))
         prep.check_static(experiment, self.substeps)
         start = time.perf_counter()
         if engine == "eager":
             out = self._run_eager(experiment, p, b, n, names, idx, every,
                                   input_weights, recurrent_weights, keep_raster=grad)
+        elif grad:
+            out = self._run_fused_grad(experiment, p, b, n, names, idx, every)
         else:
             out = self._run_fused(experiment, prep.expanded(b, n), b, n, names, idx, every)
         wall = time.perf_counter() - start
@@ -192,6 +201,30 @@ class TorchBackend:
             log.info("torch backend: engine 'auto' chose %r on %s; pin it with engine='eager' or 'fused'.",
                      choice, self.device)
         return choice
+
+    def _grad_engine(self, experiment: Experiment, weighted: bool) -> str:
+        """The engine of a run whose parameters require grad: the fused CPU gradient
+        (``fused_cpu_grad``) where it applies, else eager (``engine="fused"``: an error)."""
+        from . import fused_cpu_grad
+        if self.engine == "eager":
+            return "eager"
+        why = ("weights that require grad" if weighted else "the CUDA device" if self.device.type == "cuda"
+               else "numba is not installed" if not _fused_available(self.device)
+               else "recurrent connections" if not fused_cpu_grad.supports(experiment) else None)
+        if why is None:
+            if self.engine == "auto" and "fused-grad" not in _announced:
+                _announced.add("fused-grad")
+                log.info("torch backend: engine 'auto' chose the fused CPU gradient; pin the eager one with "
+                         "engine='eager'.")
+            return "fused"
+        if self.engine == "fused":
+            raise ParameterError(f"the fused engine has no gradients with {why}; use engine='eager' (or 'auto').")
+        return "eager"
+
+    def _run_fused_grad(self, experiment, p, b, n, names, idx, every):
+        from . import fused_cpu_grad
+        return fused_cpu_grad.simulate(experiment, p, b, n, names, idx, every, surrogate=self.surrogate or "none",
+                                       substeps=self.substeps, chunk_steps=self.chunk_steps)
 
     def _recurrent(self, experiment: Experiment, b: int, weights: torch.Tensor | None) -> Recurrent | None:
         rec = experiment.network.recurrent

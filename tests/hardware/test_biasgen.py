@@ -56,10 +56,12 @@ def test_round_trip_current_code_current_within_the_grid_step():
 
 
 def test_ties_prefer_the_lowest_coarse_range():
-    dac = BiasDAC(coarse_currents=(1e-12, 2e-12, 4e-12, 8e-12, 16e-12, 32e-12, 64e-12, 128e-12))
-    # 1 pA is (0, 255) and (1, 127.5 -> none) and (2, ...); with this table (1, 255) = 2 pA = (2, 127.5)
-    r = dac.code(2e-12)
-    assert (int(r.coarse), int(r.fine)) == (1, 255)
+    # with this table 1 pA is exactly (0, 255), (1, 85), (2, 51) and (3, 17): a four-way tie
+    dac = BiasDAC(coarse_currents=(1e-12, 3e-12, 5e-12, 15e-12, 16e-12, 32e-12, 64e-12, 128e-12))
+    ties = [(0, 255), (1, 85), (2, 51), (3, 17)]
+    assert len({float(dac.current(c, f)) for c, f in ties}) == 1  # the tie is real
+    r = dac.code(1e-12)
+    assert (int(r.coarse), int(r.fine)) == (0, 255) and float(r.error) == 0.0
     assert int(dac.code(0.0).fine) == 0 and float(dac.code(0.0).current) == 0.0
 
 

@@ -61,14 +61,20 @@ def test_rates_match_one_direct_run_per_level(run):
 
 
 def test_rheobase_falls_with_the_gain():
-    # steady state of dpi-model.md without feedback: Imem = alpha_soma * Itau * (Iin - Isum) / Isum,
-    # so the DC that reaches the threshold scales about as 1 / alpha_soma
+    # steady state of dpi-model.md: Imem = alpha_soma * (Iin - Isum) while Imem >> Itau, so the
+    # membrane reaches a fixed current (where the positive feedback takes over) at the DC
+    # Iin = Isoma_dpi_tau + X / alpha_soma: (rheobase - Isoma_dpi_tau) * alpha_soma is the same
+    # for every neuron (within the 7 % spacing of the levels, interpolated in log current)
     alpha = np.array([2.0, 3.0, 4.0, 6.0, 8.0])
-    protocol = FICurve(levels=tuple(np.geomspace(5e-11, 3e-9, 16)), duration=0.3, settle=0.05)
-    f = protocol.features(protocol.run(get_backend("torch"), "core0:5", Params.from_values(alpha_soma=alpha)))
+    protocol = FICurve(levels=tuple(np.geomspace(5e-11, 3e-9, 60)), duration=0.3, settle=0.05)
+    p = Params.from_values(alpha_soma=alpha)
+    f = protocol.features(protocol.run(get_backend("torch"), "core0:5", p))
     rheobase = f["rheobase"][0]
     assert np.all(np.diff(rheobase) < 0), rheobase
-    assert 2 < rheobase[0] / rheobase[-1] < 8  # alpha 2 -> 8: about 4
+    x = (rheobase - float(p.Isoma_dpi_tau)) * alpha
+    assert np.ptp(x) < 0.03 * x.mean(), x
+    # and X is about the feedback's threshold (1 nA): the soma then runs away to Isoma_th
+    assert 1e-9 < x.mean() < 1.5e-9, x
 
 
 def test_parameter_sets_times_levels():
