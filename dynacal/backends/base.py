@@ -68,6 +68,9 @@ def resolve_params(experiment: Experiment, params: Params | None, *, dtype=torch
     if experiment.condition_stimuli:
         raise ParameterError(f"experiment {experiment.name or '(unnamed)'} has {experiment.n_conditions} condition "
                              f"stimuli, which run as separate runs: use run_conditions (every backend's run does).")
+    if params is not None and not isinstance(params, Params):
+        raise ParameterError(f"params is a {type(params).__name__}; give a Params or None. Build one from "
+                             f"values with experiment.network.params({{'Isoma_th': '2 nA', ...}}).")
     p = experiment.network.params(dtype=dtype, device=device) if params is None else params.to(dtype, device)
     if experiment.stimulus.dc is not None:
         b, _ = p.shape
