@@ -242,9 +242,10 @@ class Synapses:
 
     @weight.setter
     def weight(self, value) -> None:
-        # without the fan-in limit (pure simulation) a weight is any count that int64 holds exactly
-        top = FAN_IN if self.target.chip.enforce_limits else 2 ** 31
-        fix = f"weights count CAM entries: non-negative integers in 0..{top}"
+        # the fan-in limit (64 per neuron) is checked by Network.validate, which names the neuron;
+        # here only counts that int64 holds exactly (1e30 wrapped to a negative weight)
+        top = 2 ** 31
+        fix = "weights count CAM entries: non-negative integers"
         if not len(self.i):
             raise NetworkError(f"weight set on a pathway with no connections yet (it would be lost); call "
                                f"chip.connect(synapses, ...) first, then set .weight.")
