@@ -325,6 +325,10 @@ class Recording:
         if exp is not None and self.batch % exp.n_conditions:
             raise RecordingError(f"{str(path)!r}: {self.batch} sets are not B candidates x its experiment's "
                                  f"{exp.n_conditions} conditions; the file is damaged.")
+        written = (self.metadata.get("experiment") or {}).get("hash") if isinstance(self.metadata.get("experiment"), dict) else None
+        if exp is not None and isinstance(written, str) and written != exp.content_hash():
+            raise damaged("/experiment", f"has content hash {exp.content_hash()[:12]}, but the metadata says the run "
+                                         f"had {written[:12]}")
 
 
 def _json_default(obj):
