@@ -78,5 +78,5 @@ def _whole(value, key: str, where: str) -> int:
     """An integer attribute; a float or a string there means a damaged file."""
     v = np.asarray(value)
     if v.shape != () or v.dtype.kind not in "iu":
-        raise RecordingError(f"{where}: attribute {key} = {value!r} is not an integer; the file is damaged.")
+        raise RecordingError(f"{where}: attribute {key} = {v.tolist()!r} is not an integer; the file is damaged.")
     return int(v)
