@@ -36,6 +36,9 @@ __all__ = ["Chip", "Network", "Connections", "NeuronGroup", "InputGroup", "Synap
 NEURONS_PER_CORE = 256
 CORES_PER_CHIP = 4
 FAN_IN = 64  # CAM entries per neuron: the sum of a neuron's input weights
+# bounds that keep a typo (1e9 chips or inputs) from exhausting memory; far above any board
+MAX_CHIPS = 1024
+MAX_INPUTS = 1 << 20
 
 
 def synapse_index(name: str) -> int:
@@ -283,7 +286,8 @@ class Chip:
     """
 
     def __init__(self, n_chips: int = 1, *, enforce_limits: bool = True):
-        n_chips = _integer(n_chips, "n_chips", low=1, fix="a board has at least 1 chip, e.g. Chip(n_chips=1)")
+        n_chips = _integer(n_chips, "n_chips", low=1, high=MAX_CHIPS,
+                           fix=f"a board has 1..4 chips; a simulation up to {MAX_CHIPS}")
         if not isinstance(enforce_limits, (bool, np.bool_)):
             raise NetworkError(f"enforce_limits = {enforce_limits!r} must be True or False.")
         enforce_limits = bool(enforce_limits)
@@ -317,7 +321,8 @@ class Chip:
 
     def add_inputs(self, n: int) -> InputGroup:
         """Add ``n`` input spike sources (columns of the stimulus)."""
-        n = _integer(n, "add_inputs n", fix="give the number of input sources, e.g. add_inputs(4)")
+        n = _integer(n, "add_inputs n", high=MAX_INPUTS - self._n_inputs,
+                     fix=f"give the number of input sources, e.g. add_inputs(4); at most {MAX_INPUTS} in all")
         start = self._n_inputs
         self._n_inputs += n
         return InputGroup(np.arange(start, start + n, dtype=np.int64))

@@ -18,6 +18,10 @@ from .errors import ParameterError
 
 __all__ = ["Stimulus", "poisson", "regular"]
 
+_BLOCK = 1 << 22  # random numbers per block of a Poisson draw (32 MiB)
+_MAX_DRAWS = 10 ** 11  # source-steps a generator accepts: 1024 sources x 10 000 s at 0.1 ms
+_MAX_EVENTS = 1 << 28  # spikes of one regular train set (2 x 2 GiB of int64)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Stimulus:
@@ -105,13 +109,15 @@ def poisson(n_sources: int, rate_hz, n_steps: int, dt: float, *, seed: int | Non
     """
     n_sources, n_steps, dt = _train_args(n_sources, n_steps, dt)
     try:
-        rate = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), (n_sources,))
+        given = np.asarray(rate_hz, dtype=np.float64)
+        rate = np.broadcast_to(given, (n_sources,))
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"rate_hz = {rate_hz!r} must be a rate in Hz, a scalar or one per source "
                              f"({n_sources}).") from exc
-    bad = ~np.isfinite(rate) | (rate < 0) | (rate * dt > 1)
+    given = given.ravel()  # checked as given: a bad rate for 0 sources is still a mistake
+    bad = ~np.isfinite(given) | (given < 0) | (given * dt > 1)
     if bad.any():
-        raise ParameterError(f"rate_hz = {float(rate[bad][0]):g} Hz must be finite and in 0..{1 / dt:g} Hz for "
+        raise ParameterError(f"rate_hz = {float(given[bad][0]):g} Hz must be finite and in 0..{1 / dt:g} Hz for "
                              f"dt = {dt:g} s (at most one spike per step).")
     start_step = integer(start_step, "start_step", error=ParameterError, high=n_steps,
                          fix=f"spikes start in a step of 0..{n_steps}")
@@ -122,11 +128,17 @@ def poisson(n_sources: int, rate_hz, n_steps: int, dt: float, *, seed: int | Non
         rng = np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"seed = {seed!r} must be None, an integer >= 0 or a list of them: {exc}.") from exc
-    mask = rng.random((n_steps, n_sources)) < rate * dt
-    mask[:start_step] = False
-    mask[stop:] = False
-    steps, sources = np.nonzero(mask)
-    return Stimulus(n_sources, steps, sources)
+    # drawn in blocks of steps: the same stream as one (n_steps, n_sources) draw, in bounded memory
+    rows = max(1, _BLOCK // max(1, n_sources))
+    parts_steps, parts_sources = [], []
+    for t0 in range(0, n_steps if n_sources else 0, rows):
+        mask = rng.random((min(rows, n_steps - t0), n_sources)) < rate * dt
+        step, source = np.nonzero(mask)
+        keep = (step + t0 >= start_step) & (step + t0 < stop)
+        parts_steps.append(step[keep] + t0)
+        parts_sources.append(source[keep])
+    cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64))
+    return Stimulus(n_sources, cat(parts_steps), cat(parts_sources))
 
 
 def regular(n_sources: int, rate_hz: float, n_steps: int, dt: float, *, first_step: int = 0) -> Stimulus:
@@ -139,6 +151,11 @@ def regular(n_sources: int, rate_hz: float, n_steps: int, dt: float, *, first_st
     first_step = integer(first_step, "first_step", error=ParameterError, fix="give a step >= 0")
     rate_hz = float(rate)
     period = max(1, int(round(1.0 / (rate_hz * dt))))
+    n_events = max(0, -(-(n_steps - first_step) // period)) * n_sources
+    if n_events > _MAX_EVENTS:
+        raise ParameterError(f"regular trains of {n_events:.3g} spikes ({n_sources} sources x {n_steps} steps at "
+                             f"{rate_hz:g} Hz) exceed {_MAX_EVENTS:.3g}; shorten the stimulus or split it into "
+                             f"condition stimuli.")
     times = np.arange(first_step, n_steps, period)
     steps = np.repeat(times, n_sources)
     sources = np.tile(np.arange(n_sources), times.size)
@@ -166,6 +183,10 @@ def _train_args(n_sources, n_steps, dt) -> tuple[int, int, float]:
     """The shared arguments of the generators, checked."""
     n_sources = integer(n_sources, "n_sources", error=ParameterError, fix="give the number of input sources")
     n_steps = integer(n_steps, "n_steps", error=ParameterError, fix="give the length in steps, e.g. 10000")
+    if n_steps * max(1, n_sources) > _MAX_DRAWS:
+        raise ParameterError(f"{n_sources} sources x {n_steps} steps = {n_steps * max(1, n_sources):.3g} source-steps "
+                             f"exceed {_MAX_DRAWS:.0e} (hours of drawing); shorten the stimulus or split it into "
+                             f"condition stimuli.")
     dtv = dt.item() if isinstance(dt, np.ndarray) and dt.ndim == 0 else dt
     if isinstance(dtv, (bool, np.bool_)) or not isinstance(dtv, numbers.Real) or not math.isfinite(dtv) or dtv <= 0:
         raise ParameterError(f"dt = {dt!r} must be the time step in s, a positive number (e.g. 1e-4).")
