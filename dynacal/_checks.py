@@ -41,7 +41,8 @@ def index_array(value: Any, name: str, size: int) -> np.ndarray:
         a = np.asarray(value)
     except (TypeError, ValueError) as exc:
         raise NetworkError(f"{name} = {value!r} is not an array of indices.") from exc
-    if a.dtype.kind == "f" and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+    if a.dtype.kind == "f" and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)) \
+            and np.abs(a).max() < 2.0 ** 62:  # beyond, the cast to int64 would wrap
         a = a.astype(np.int64)
     if a.size and a.dtype.kind not in "iu" or a.dtype.kind == "b":
         raise NetworkError(f"{name} must hold whole-number indices in 0..{size - 1}; got dtype {a.dtype}: "

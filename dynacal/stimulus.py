@@ -167,8 +167,10 @@ def _events(values, name: str) -> np.ndarray:
     silent truncation of 2.5 to 2)."""
     try:
         a = np.asarray(values).ravel()
-        if a.dtype.kind in "fc" and not (np.all(np.isfinite(a)) and np.all(a == np.round(a))):
-            raise ParameterError(f"{name} holds {complex(a[~np.isfinite(a) | (a != np.round(a))][0]).real:g}; give whole numbers.")
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) > 2.0 ** 62)  # 2**62: int64 holds it
+            if bad.any():
+                raise ParameterError(f"{name} holds {float(a[bad][0]):g}; give whole numbers (int64).")
         if a.dtype.kind not in "iuf" or a.dtype.kind == "b":
             if a.size:
                 raise ParameterError(f"{name} has dtype {a.dtype}; give whole numbers (int64).")

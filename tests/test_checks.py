@@ -43,7 +43,7 @@ def test_negative_neuron_count_is_refused_and_ids_stay_valid():
     (lambda c: c.get_neurons(True), r"get_neurons n = True"),
     (lambda c: c.get_neurons(2, 1.7), r"core = 1.7 must be a whole number.*Core_0"),
     (lambda c: c.get_neurons(2, (0, 4)), r"core \(chip, core\): core = 4 must be in 0..3"),
-    (lambda c: c.add_inputs(-3), r"add_inputs n = -3 must be >= 0"),
+    (lambda c: c.add_inputs(-3), r"add_inputs n = -3 must be in 0..1048576"),
     (lambda c: c.add_inputs(1.5), r"add_inputs n = 1.5 must be a whole number"),
 ])
 def test_counts_and_cores_are_whole_numbers_in_range(call, match):
@@ -52,7 +52,7 @@ def test_counts_and_cores_are_whole_numbers_in_range(call, match):
 
 
 @pytest.mark.parametrize("n_chips, match", [(2.5, "n_chips = 2.5 must be a whole number"),
-                                            (0, "n_chips = 0 must be >= 1"), ("2", "n_chips = '2'")])
+                                            (0, "n_chips = 0 must be in 1..1024"), ("2", "n_chips = '2'")])
 def test_chip_count_is_checked(n_chips, match):
     with pytest.raises(NetworkError, match=match):
         Chip(n_chips=n_chips)
@@ -291,3 +291,31 @@ def test_experiment_from_a_malformed_dict_is_a_recording_error():
                 {**good, "n_steps": "ten"}):
         with pytest.raises(RecordingError):
             Experiment.from_dict(bad)
+
+
+# --- bounds that keep a typo from exhausting memory, and the finds of tests/test_properties.py
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: Chip(n_chips=10 ** 9), r"n_chips = 1000000000 must be in 1..1024"),
+    (lambda: Chip().add_inputs(1e12), r"add_inputs n = 1000000000000 must be in 0..1048576"),
+    (lambda: poisson(1024, 10, 10 ** 12, 1e-4), r"source-steps exceed"),
+    (lambda: regular(1024, 1e4, 10 ** 7, 1e-4), r"exceed 2.68e\+08"),
+    (lambda: Stimulus(2, [1e300], [0]), r"steps holds 1e\+300; give whole numbers"),
+    (lambda: poisson(0, 1e9, 10, 1e-4), r"rate_hz = 1e\+09 Hz must be finite"),  # checked even for 0 sources
+])
+def test_sizes_and_values_checked_before_any_work(call, match):
+    with pytest.raises((NetworkError, ParameterError), match=match):
+        call()
+
+
+def test_poisson_drawn_in_blocks_is_the_same_train(monkeypatch):
+    import dynacal.stimulus as stimulus
+    whole_draw = poisson(7, 300, 3000, 1e-4, seed=4, start_step=10, stop_step=2500)
+    monkeypatch.setattr(stimulus, "_BLOCK", 50)  # 7 steps per block
+    blocks = poisson(7, 300, 3000, 1e-4, seed=4, start_step=10, stop_step=2500)
+    rng = np.random.default_rng(4)
+    mask = rng.random((3000, 7)) < 300 * 1e-4  # the documented draw: spike if U < rate * dt
+    mask[:10] = mask[2500:] = False
+    steps, sources = np.nonzero(mask)
+    for s in (whole_draw, blocks):
+        assert s.steps.tolist() == steps.tolist() and s.sources.tolist() == sources.tolist()
