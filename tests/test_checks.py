@@ -319,3 +319,15 @@ def test_poisson_drawn_in_blocks_is_the_same_train(monkeypatch):
     steps, sources = np.nonzero(mask)
     for s in (whole_draw, blocks):
         assert s.steps.tolist() == steps.tolist() and s.sources.tolist() == sources.tolist()
+
+
+def test_network_params_candidates_are_checked():
+    chip = Chip()
+    chip.get_neurons(2, "Core_0")
+    net = chip.network()
+    with pytest.raises(ParameterError, match=r"unknown parameter '5'"):
+        net.params({5: 1})
+    with pytest.raises(ParameterError, match=r"'5 mA' is 5 mA, far outside.*prefix"):
+        net.params({"Isoma_th": "5 mA"})
+    with pytest.raises(ParameterError, match=r"Isoma_th = \[\] is empty"):
+        net.params({"Isoma_th": {0: []}})
