@@ -122,7 +122,7 @@ def experiment_from_dict(d: Mapping):
     except KeyError as exc:
         raise RecordingError(f"the experiment description has no field {exc} (in {field!r}); it was not written "
                              f"by Experiment.to_dict, or is damaged.") from exc
-    except (DynacalError, TypeError, ValueError) as exc:
+    except (DynacalError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         if isinstance(exc, RecordingError):
             raise
         raise RecordingError(f"the experiment description is invalid in {field!r}: {exc}") from exc
@@ -199,12 +199,13 @@ def read_group(g, where: str = "the file"):
     except KeyError as exc:
         raise RecordingError(f"{where}: its experiment group is damaged (missing {exc}). Re-record it or "
                              f"restore it from a copy.") from exc
-    except (OSError, TypeError, ValueError) as exc:
-        raise RecordingError(f"{where}: its experiment group is damaged: {exc}.") from exc
     except DynacalError as exc:
         if isinstance(exc, RecordingError):
             raise
         raise RecordingError(f"{where}: its experiment is invalid: {exc}") from exc
+    except Exception as exc:  # a damaged group fails inside h5py, numpy or json in many ways
+        raise RecordingError(f"{where}: its experiment group is damaged ({type(exc).__name__}: {exc}). "
+                             f"Re-record it or restore it from a copy.") from exc
 
 
 def save_experiment(e, path: str | os.PathLike) -> Path:
@@ -230,9 +231,17 @@ def load_experiment(path: str | os.PathLike) -> Any:
     except OSError as exc:
         raise RecordingError(f"{str(path)!r} is not a readable HDF5 file (corrupt or truncated?): {exc}.") from exc
     with f:
-        if "experiment" not in f:
-            version = f.attrs.get("schema_version")
-            hint = (" It is a version 1 recording, which does not store its experiment: re-record it with this "
-                    "dynacal." if version is not None and int(version) == 1 else "")
-            raise RecordingError(f"{str(path)!r} holds no experiment (no /experiment group).{hint}")
-        return read_group(f["experiment"], repr(str(path)))
+        try:
+            has_group, version = "experiment" in f, f.attrs.get("schema_version")
+            if not has_group:
+                v1 = version is not None and np.asarray(version).shape == () and version == 1
+                hint = (" It is a version 1 recording, which does not store its experiment: re-record it with "
+                        "this dynacal." if v1 else "")
+                raise RecordingError(f"{str(path)!r} holds no experiment (no /experiment group).{hint}")
+            group = f["experiment"]
+        except RecordingError:
+            raise
+        except Exception as exc:  # damaged root attributes or links
+            raise RecordingError(f"{str(path)!r} is damaged ({type(exc).__name__}: {exc}). Restore it from a "
+                                 f"copy.") from exc
+        return read_group(group, repr(str(path)))

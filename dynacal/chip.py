@@ -20,11 +20,13 @@ backend runs.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import torch
 
+from ._checks import index_array as _index_array, integer as _integer
 from .errors import NetworkError, ParameterError, unknown_name
 from .params import PARAMETERS, SYNAPSE_TYPES, Params, _to_tensor, _check
 
@@ -34,6 +36,9 @@ __all__ = ["Chip", "Network", "Connections", "NeuronGroup", "InputGroup", "Synap
 NEURONS_PER_CORE = 256
 CORES_PER_CHIP = 4
 FAN_IN = 64  # CAM entries per neuron: the sum of a neuron's input weights
+# bounds that keep a typo (1e9 chips or inputs) from exhausting memory; far above any board
+MAX_CHIPS = 1024
+MAX_INPUTS = 1 << 20
 
 
 def synapse_index(name: str) -> int:
@@ -46,15 +51,18 @@ def synapse_index(name: str) -> int:
 
 def parse_core(core: Any, n_cores: int) -> int:
     """Global core index from ``"Core_5"``, ``5`` or ``(chip, core)``."""
+    names = f"'Core_0'..'Core_{n_cores - 1}', 0..{n_cores - 1} or (chip, core)"
     if isinstance(core, str):
         head, _, num = core.partition("_")
         if head.lower() != "core" or not num.isdigit():
             raise NetworkError(f"core {core!r} is not a core name; write 'Core_0'..'Core_{n_cores - 1}'.")
         index = int(num)
     elif isinstance(core, tuple) and len(core) == 2:
-        index = int(core[0]) * CORES_PER_CHIP + int(core[1])
+        chip = _integer(core[0], "core (chip, core): chip", fix=f"write {names}")
+        within = _integer(core[1], "core (chip, core): core", high=CORES_PER_CHIP - 1, fix=f"write {names}")
+        index = chip * CORES_PER_CHIP + within
     else:
-        index = int(core)
+        index = _integer(core, "core", fix=f"write {names}")
     if not 0 <= index < n_cores:
         raise NetworkError(f"core {core!r} does not exist: this board has {n_cores} cores "
                            f"(Core_0..Core_{n_cores - 1}); add chips with Chip(n_chips=...).")
@@ -185,7 +193,12 @@ class NeuronGroup:
         return len(self.indices)
 
     def __getitem__(self, item) -> "NeuronGroup":
-        return NeuronGroup(self.chip, np.atleast_1d(self.indices[item]), self.core)
+        try:
+            picked = np.atleast_1d(self.indices[item])
+        except IndexError as exc:
+            raise NetworkError(f"NeuronGroup[{item!r}]: {exc}; index with whole numbers, slices or masks of its "
+                               f"{len(self)} members.") from exc
+        return NeuronGroup(self.chip, picked, self.core)
 
     def set_states(self, values: Mapping[str, Any]) -> None:
         """Set per-neuron parameter values (as ``DPI_neuron.set_states`` in DynapSE)."""
@@ -205,7 +218,12 @@ class InputGroup:
         return len(self.indices)
 
     def __getitem__(self, item) -> "InputGroup":
-        return InputGroup(np.atleast_1d(self.indices[item]))
+        try:
+            picked = np.atleast_1d(self.indices[item])
+        except IndexError as exc:
+            raise NetworkError(f"InputGroup[{item!r}]: {exc}; index with whole numbers, slices or masks of its "
+                               f"{len(self)} members.") from exc
+        return InputGroup(picked)
 
     def __repr__(self) -> str:
         return f"InputGroup({len(self)} sources)"
@@ -227,10 +245,27 @@ class Synapses:
 
     @weight.setter
     def weight(self, value) -> None:
-        w = np.broadcast_to(np.asarray(value), self.i.shape)
-        if not np.all(np.isfinite(w)) or np.any(w != np.round(w)) or np.any(w < 0):
-            raise NetworkError(f"weights must be non-negative integers (CAM entries); got {value!r}.")
-        self._weight = w.astype(np.int64).copy()
+        # the fan-in limit (64 per neuron) is checked by Network.validate, which names the neuron;
+        # here only counts that int64 holds exactly (1e30 wrapped to a negative weight)
+        top = 2 ** 31
+        fix = "weights count CAM entries: non-negative integers"
+        if not len(self.i):
+            raise NetworkError(f"weight set on a pathway with no connections yet (it would be lost); call "
+                               f"chip.connect(synapses, ...) first, then set .weight.")
+        try:
+            w = np.asarray(value)
+            w = np.broadcast_to(w, self.i.shape)
+        except ValueError as exc:
+            raise NetworkError(f"weight has shape {np.shape(value)} for {len(self.i)} connections; give one "
+                               f"value or one per connection ({fix}).") from exc
+        if w.dtype.kind not in "iuf" or w.dtype.kind == "b":
+            raise NetworkError(f"weight = {value!r} is not a number ({w.dtype}); {fix}, e.g. syn.weight = 3.")
+        wf = w.astype(np.float64)
+        bad = ~np.isfinite(wf) | (wf != np.round(wf)) | (wf < 0) | (wf > top)
+        if bad.any():
+            raise NetworkError(f"weight {float(wf[bad][0]):g} is not allowed; {fix} (a neuron's input weights add up "
+                               f"to at most {FAN_IN} on the chip; use a GABA synapse type for inhibition).")
+        self._weight = wf.astype(np.int64).copy()
 
     def connections(self) -> Connections:
         n = len(self.i)
@@ -251,8 +286,11 @@ class Chip:
     """
 
     def __init__(self, n_chips: int = 1, *, enforce_limits: bool = True):
-        if n_chips < 1:
-            raise NetworkError(f"n_chips = {n_chips}; a board has at least 1 chip.")
+        n_chips = _integer(n_chips, "n_chips", low=1, high=MAX_CHIPS,
+                           fix=f"a board has 1..4 chips; a simulation up to {MAX_CHIPS}")
+        if not isinstance(enforce_limits, (bool, np.bool_)):
+            raise NetworkError(f"enforce_limits = {enforce_limits!r} must be True or False.")
+        enforce_limits = bool(enforce_limits)
         self.n_chips, self.enforce_limits = n_chips, enforce_limits
         self._used = np.zeros(n_chips * CORES_PER_CHIP, dtype=np.int64)
         self._core: list[int] = []
@@ -269,7 +307,8 @@ class Chip:
     def get_neurons(self, n: int, core: Any = "Core_0") -> NeuronGroup:
         """Allocate ``n`` free neurons on ``core`` ("Core_k", k, or (chip, core))."""
         index = parse_core(core, self.n_cores)
-        free = NEURONS_PER_CORE - self._used[index]
+        n = _integer(n, "get_neurons n", fix=f"ask for 0..{NEURONS_PER_CORE} neurons")
+        free = int(NEURONS_PER_CORE - self._used[index])
         if n > free:
             raise NetworkError(f"Core_{index} has {free} free neurons of {NEURONS_PER_CORE}; "
                                f"{n} requested, {n - free} too many: use another core.")
@@ -282,6 +321,8 @@ class Chip:
 
     def add_inputs(self, n: int) -> InputGroup:
         """Add ``n`` input spike sources (columns of the stimulus)."""
+        n = _integer(n, "add_inputs n", high=MAX_INPUTS - self._n_inputs,
+                     fix=f"give the number of input sources, e.g. add_inputs(4); at most {MAX_INPUTS} in all")
         start = self._n_inputs
         self._n_inputs += n
         return InputGroup(np.arange(start, start + n, dtype=np.int64))
@@ -300,11 +341,27 @@ class Chip:
                 p: float | None = None, seed: int | None = None) -> None:
         """Create connections: ``True`` (all to all), ``"i==j"`` (one to one), explicit
         ``i``/``j`` arrays, or probability ``p`` (seeded). New connections get weight 1."""
+        if not isinstance(synapses, Synapses):
+            raise NetworkError(f"connect needs the Synapses from chip.add_connection, not {type(synapses).__name__}.")
         ns, nt = len(synapses.source), len(synapses.target)
+        if p is not None:
+            pv = p.item() if isinstance(p, np.ndarray) and p.ndim == 0 else p
+            if isinstance(pv, (bool, np.bool_)) or not isinstance(pv, numbers.Real) or not 0 <= pv <= 1:
+                raise NetworkError(f"connect p = {p!r} is a probability: give a number in 0..1.")
+            if condition is not True or i is not None or j is not None:
+                raise NetworkError("connect p= draws from all pairs: use it with condition True, not with "
+                                   "'i==j' or i=/j=.")
+        if seed is not None:
+            seed = _integer(seed, "connect seed", fix="give an integer >= 0 or None")
         if i is not None or j is not None:
-            ii, jj = np.broadcast_arrays(np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64))
-            if ii.size and (ii.min() < 0 or ii.max() >= ns or jj.min() < 0 or jj.max() >= nt):
-                raise NetworkError(f"connect indices out of range: i in 0..{ns - 1}, j in 0..{nt - 1}.")
+            if i is None or j is None:
+                raise NetworkError("connect needs both i= and j= (source and target index per connection).")
+            ii, jj = _index_array(i, "connect i", ns), _index_array(j, "connect j", nt)
+            try:
+                ii, jj = np.broadcast_arrays(ii, jj)
+            except ValueError as exc:
+                raise NetworkError(f"connect i and j have shapes {np.shape(i)} and {np.shape(j)}, which do not "
+                                   f"broadcast; give one target per source index.") from exc
         elif isinstance(condition, str) and condition.replace(" ", "") in ("i==j", "one_to_one"):
             if ns != nt:
                 raise NetworkError(f"one-to-one needs equal sizes; source has {ns}, target {nt}.")
@@ -327,6 +384,9 @@ class Chip:
         self._core_biases.setdefault(index, {}).update(self._parse(values))
 
     def _parse(self, values: Mapping[str, Any]) -> dict[str, float]:
+        if not isinstance(values, Mapping):
+            raise ParameterError(f"values = {values!r} is a {type(values).__name__}; give a mapping "
+                                 f"{{name: value}}, e.g. {{'Isoma_th': '2 nA'}}.")
         out = {}
         for name, value in values.items():
             if name not in PARAMETERS:
@@ -334,7 +394,7 @@ class Chip:
             t = _to_tensor(name, value, torch.float64, "cpu")
             if t.numel() != 1:
                 raise ParameterError(f"{name}: a bias or state set here is one value; got shape {tuple(t.shape)}.")
-            _check(name, t)
+            _check(name, t, text=value)
             out[name] = float(t)
         return out
 

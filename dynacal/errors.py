@@ -56,7 +56,7 @@ class CalibrationFailed(DynacalError, RuntimeError):
 
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> ParameterError:
     """Build the error for an unknown name, listing the valid ones, closest match first."""
-    valid = list(valid)
+    valid, name = list(valid), str(name)  # a name may arrive as any object (a number as a key)
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     rest = [v for v in valid if v not in close]
     hint = f" Did you mean {close[0]!r}?" if close else ""

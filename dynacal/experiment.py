@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,10 +29,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ._checks import integer
 from .chip import Network
 from .errors import ParameterError, unknown_name
 from .params import PARAMETERS, _check, _check_dt
 from .stimulus import Stimulus
+from .units import parse_quantity
 
 __all__ = ["Experiment", "split_sets"]
 
@@ -74,9 +77,13 @@ class Experiment:
 
     def __post_init__(self):
         object.__setattr__(self, "dt", _check_dt(self.dt))
-        if int(self.n_steps) != self.n_steps or self.n_steps < 1:
-            raise ParameterError(f"n_steps = {self.n_steps} must be a positive integer.")
-        object.__setattr__(self, "n_steps", int(self.n_steps))
+        if not isinstance(self.network, Network):
+            raise ParameterError(f"network is a {type(self.network).__name__}; give a dynacal Network "
+                                 f"(chip.network()).")
+        object.__setattr__(self, "n_steps", integer(self.n_steps, "n_steps", low=1, error=ParameterError,
+                                                    fix="it must be a positive integer (duration / dt)"))
+        if not isinstance(self.name, str):
+            raise ParameterError(f"name = {self.name!r} must be a string (a label for files and reports).")
         for label, stim in (("stimulus", self.stimulus),
                             *((f"condition_stimuli[{k}]", s) for k, s in enumerate(self.condition_stimuli))):
             self._check_stimulus(label, stim)
@@ -99,6 +106,12 @@ class Experiment:
         if stim.n_sources != self.network.n_inputs:
             raise ParameterError(f"the {label} has {stim.n_sources} sources but the network "
                                  f"has {self.network.n_inputs} inputs; give one train per input.")
+        if stim.steps.size and stim.steps[-1] >= self.n_steps:
+            late = int(np.count_nonzero(stim.steps >= self.n_steps))
+            raise ParameterError(f"the {label} has {late} input spikes at or after step {self.n_steps} (its last at "
+                                 f"step {int(stim.steps[-1])}), which this {self.n_steps}-step experiment would "
+                                 f"never deliver; build the stimulus with n_steps={self.n_steps}, or make the "
+                                 f"experiment at least {int(stim.steps[-1]) + 1} steps long.")
         if stim.dc is not None and stim.dc.size != self.network.n_neurons:
             raise ParameterError(f"{label}: dc has {stim.dc.size} values for {self.network.n_neurons} neurons.")
 
@@ -131,6 +144,11 @@ class Experiment:
                       name: str = "", **kwargs) -> "Experiment":
         """Like the constructor, with the duration in s (rounded to whole steps)."""
         dt = _check_dt(dt)
+        if isinstance(duration, str):
+            duration = parse_quantity(duration, "s", name="duration")
+        if isinstance(duration, (bool, np.bool_)) or not isinstance(duration, numbers.Real) or not duration > 0:
+            raise ParameterError(f"duration = {duration!r} must be a positive time in s (or a string such as "
+                                 f"'500 ms').")
         return cls(network, stimulus, dt, int(round(duration / dt)), name, **kwargs)
 
     @property

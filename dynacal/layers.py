@@ -300,7 +300,7 @@ def _read_candidates(candidates, network: "Network", masks, dtype, device) -> di
             raise ParameterError(
                 f"candidates[{name!r}] has shape {tuple(np.shape(value))}, values for {t.shape[1]} neurons, but the "
                 f"network has {n}; give a scalar, ({n},) per neuron, (B, {n}), (B, 1) or per core {{core: value}}.")
-        _check(name, t)
+        _check(name, t, text=value)
         out[name] = ("all", t)
     return out
 
@@ -316,6 +316,6 @@ def _core_candidate(name: str, key, value, masks, dtype, device) -> tuple[int, t
         raise ParameterError(f"candidates[{name!r}][{core}] has shape {tuple(np.shape(value))}; a per-core value "
                              f"is one value or (B,) values, one per candidate set.")
     t = _to_tensor(name, value, dtype, device).reshape(-1, 1)
-    _check(name, t)
+    _check(name, t, text=value)
     return core, t
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
@@ -143,6 +144,9 @@ def kappa(p: "Params") -> torch.Tensor:
 
 def _to_tensor(name: str, value: Value, dtype, device) -> torch.Tensor:
     spec = PARAMETERS[name]
+    if value is None:
+        raise ParameterError(f"{name} = None; give a number ({spec.unit or 'dimensionless'}) or a string "
+                             f"with unit such as {_example(spec)!r}, or leave {name} out for its default.")
     if isinstance(value, str):
         value = parse_quantity(value, spec.unit, name=name)
     elif isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
@@ -155,6 +159,9 @@ def _to_tensor(name: str, value: Value, dtype, device) -> torch.Tensor:
         except (TypeError, ValueError) as exc:
             raise ParameterError(f"{name} = {value!r} is not a number or an array of numbers "
                                  f"({spec.unit or 'dimensionless'}).") from exc
+    if t.numel() == 0:
+        raise ParameterError(f"{name} = {value!r} is empty; give a number ({spec.unit or 'dimensionless'}), "
+                             f"a string with unit such as {_example(spec)!r}, or one value per neuron.")
     if t.ndim == 0:
         t = t.reshape(1, 1)
     elif t.ndim == 1:
@@ -165,9 +172,16 @@ def _to_tensor(name: str, value: Value, dtype, device) -> torch.Tensor:
     return t
 
 
-def _check(name: str, t: torch.Tensor, *, warn: bool = True) -> None:
+def _example(spec: ParamSpec) -> str:
+    """A plausible value of ``spec`` as the string a user writes, e.g. ``'5 pA'``."""
+    return format_quantity(spec.default, spec.unit, digits=3) if spec.unit else f"{spec.default:g}"
+
+
+def _check(name: str, t: torch.Tensor, *, warn: bool = True, text: Any = None) -> None:
     """Raise ParameterError for NaN, negative or wrong-unit values; log a warning for values
-    outside the plausible range unless ``warn`` is False (values measured on a chip)."""
+    outside the plausible range unless ``warn`` is False (values measured on a chip).
+    ``text``: the value as the user wrote it, when it was a string with a unit (a unit
+    was then given on purpose, so "pA given as A" is not the advice)."""
     spec = PARAMETERS[name]
     v = t.detach()
     unit = spec.unit or "(dimensionless)"
@@ -180,7 +194,13 @@ def _check(name: str, t: torch.Tensor, *, warn: bool = True) -> None:
                              f"{spec.doc} must be {need} {spec.unit}.")
     if spec.unit in _WRONG_UNIT:
         limit, scale, what, human = _WRONG_UNIT[spec.unit]
-        if vmax >= limit or (spec.unit == "s" and vmax > spec.high * 10):
+        too_big = vmax >= limit or (spec.unit == "s" and vmax > spec.high * 10)
+        if too_big and isinstance(text, str):
+            raise ParameterError(
+                f"{name} = {text!r} is {format_quantity(vmax, spec.unit)}, far outside the plausible range "
+                f"{format_quantity(spec.low, spec.unit)}..{format_quantity(spec.high, spec.unit)}; check the "
+                f"prefix (e.g. {_example(spec)!r}).")
+        if too_big:
             raise ParameterError(
                 f"{name} = {vmax:g} {spec.unit} is far outside the plausible range "
                 f"{spec.low:g}..{spec.high:g} {spec.unit}; it looks like {what}: pass "
@@ -213,6 +233,9 @@ class _ParamsMethods:
             ParameterError: an unknown name, NaN, a negative current, a value in the wrong
                 unit, or shapes that do not broadcast.
         """
+        if values is not None and not isinstance(values, Mapping):
+            raise ParameterError(f"values = {values!r} is a {type(values).__name__}; give a mapping "
+                                 f"{{name: value}}, e.g. {{'Isoma_th': '2 nA'}}, or name=value keywords.")
         given = dict(values or {}, **kwargs)
         for name in given:
             if name not in PARAMETERS:
@@ -221,7 +244,7 @@ class _ParamsMethods:
         for name, spec in PARAMETERS.items():
             t = _to_tensor(name, given.get(name, spec.default), dtype, device)
             if name in given:
-                _check(name, t)
+                _check(name, t, text=given[name])
             tensors[name] = t
         p = cls(**tensors)
         p.shape  # checks that shapes broadcast
@@ -236,7 +259,7 @@ class _ParamsMethods:
                 raise unknown_name("parameter", name, PARAMETERS)
         for name, value in kwargs.items():
             t = _to_tensor(name, value, t0.dtype, t0.device)
-            _check(name, t)
+            _check(name, t, text=value)
             merged[name] = t
         p = type(self)(**merged)
         p.shape
@@ -324,10 +347,16 @@ def per_core(values: Value, core_of_neuron: np.ndarray | torch.Tensor) -> torch.
     return v[..., idx]
 
 
-def _check_dt(dt: float) -> float:
-    """Validate a time step in seconds (used by Experiment)."""
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-        raise ParameterError(f"dt = {dt!r} s must be a positive finite number of seconds, e.g. 1e-4.")
+def _check_dt(dt: float | str) -> float:
+    """Validate a time step: seconds (a Python or numpy number) or a string such as
+    ``"100 us"`` (used by Experiment)."""
+    if isinstance(dt, str):
+        dt = parse_quantity(dt, "s", name="dt")
+    elif isinstance(dt, (np.ndarray, torch.Tensor)) and dt.ndim == 0 and not isinstance(dt, np.bool_):
+        dt = dt.item()
+    if isinstance(dt, (bool, np.bool_)) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
+        raise ParameterError(f"dt = {dt!r} s must be a positive finite number of seconds, e.g. 1e-4 "
+                             f"or \"100 us\".")
     if dt >= 0.1:
         raise ParameterError(f"dt = {dt:g} s is implausibly large; it looks like ms or us given as s: "
                              f"pass e.g. 1e-4 or \"100 us\".")

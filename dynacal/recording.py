@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from ._files import atomic_hdf5
+from ._recording_io import READABLE_VERSIONS, check_traces, read_fields
 from .errors import RecordingError, unknown_name
 from .params import STATE_NAMES
 
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["Recording", "SCHEMA_VERSION", "check_record", "time_to_step"]
 
 SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 
 
 def time_to_step(time, dt: float) -> np.ndarray:
@@ -280,43 +281,43 @@ class Recording:
         except OSError as exc:
             raise RecordingError(f"{str(path)!r} is not a readable HDF5 recording (corrupt or truncated?): "
                                  f"{exc}. Re-record it or restore it from a copy.") from exc
+        where = repr(str(path))
         with f:
-            version = f.attrs.get("schema_version")
-            if version is None:
-                raise RecordingError(f"{str(path)!r} is HDF5 but not a dynacal recording (no schema_version).")
-            if int(version) not in READABLE_VERSIONS:
-                raise RecordingError(f"{str(path)!r} has schema version {int(version)}; this dynacal reads "
-                                     f"versions {READABLE_VERSIONS}. Upgrade dynacal or convert the file.")
-            if "spikes" not in f and "experiment" in f:
-                raise RecordingError(f"{str(path)!r} holds an experiment, not a recording; read it with "
-                                     f"Experiment.load.")
             try:
-                attrs = {k: f.attrs[k] for k in ("backend", "dt", "n_steps", "batch", "n_neurons", "trace_every")}
-                spikes = {k: f["spikes"][k][()] for k in ("batch", "neuron", "step", "time")}
-                traces = {name: torch.as_tensor(ds[()]) for name, ds in f["traces"].items()}
-                neurons = np.asarray(f["traces"].attrs["neurons"], dtype=np.int64)
-                metadata = json.loads(f.attrs["metadata"])
-                unstable = f["unstable"][()] if "unstable" in f else None
-            except (KeyError, OSError, ValueError) as exc:
-                raise RecordingError(f"{str(path)!r} is damaged: {exc}. Re-record it or restore it from a copy.") from exc
-            experiment = None
-            if "experiment" in f:
-                from ._experiment_io import read_group
-                experiment = read_group(f["experiment"], repr(str(path)))
-        rec = cls(str(attrs["backend"]), float(attrs["dt"]), int(attrs["n_steps"]), int(attrs["batch"]),
-                  int(attrs["n_neurons"]), spikes["batch"].astype(np.int64), spikes["neuron"].astype(np.int64),
-                  spikes["step"].astype(np.int64), spikes["time"].astype(np.float64), traces, neurons,
-                  int(attrs["trace_every"]), metadata, experiment=experiment,
-                  unstable=None if unstable is None else np.asarray(unstable, dtype=bool))
+                fields = read_fields(f, where)
+            except RecordingError:
+                raise
+            except Exception as exc:  # a damaged file fails inside h5py, numpy or json in many ways
+                raise RecordingError(f"{where} is damaged ({type(exc).__name__}: {exc}). Re-record it or "
+                                     f"restore it from a copy.") from exc
+        rec = cls(**fields)
         rec._check_consistent(path)
         return rec
 
     def _check_consistent(self, path) -> None:
+        where = repr(str(path))
+
+        def damaged(part: str, problem: str) -> RecordingError:
+            return RecordingError(f"{where}: {part} {problem}; the file is damaged. Re-record it or restore "
+                                  f"it from a copy.")
+        if not (math.isfinite(self.dt) and 0 < self.dt < 0.1):
+            raise damaged("dt", f"= {self.dt!r} s is not a time step (positive, finite, under 0.1 s)")
+        for key, low in (("n_steps", 1), ("batch", 1), ("n_neurons", 0), ("trace_every", 1)):
+            if getattr(self, key) < low:
+                raise damaged(key, f"= {getattr(self, key)} is below {low}")
         k = self.spike_step.size
-        if any(a.size != k for a in (self.spike_batch, self.spike_neuron, self.spike_time)):
-            raise RecordingError(f"{str(path)!r}: spike arrays have different lengths; the file is damaged.")
-        if k and (self.spike_neuron.max() >= self.n_neurons or self.spike_batch.max() >= self.batch):
-            raise RecordingError(f"{str(path)!r}: spike indices exceed the recorded sizes; the file is damaged.")
+        arrays = (self.spike_batch, self.spike_neuron, self.spike_step, self.spike_time)
+        if any(a.ndim != 1 or a.size != k for a in arrays):
+            raise damaged("/spikes", f"has arrays of shapes {[a.shape for a in arrays]} (batch, neuron, step, "
+                                     f"time); expected one length K")
+        for name, values, top in (("batch", self.spike_batch, self.batch), ("neuron", self.spike_neuron, self.n_neurons),
+                                  ("step", self.spike_step, self.n_steps)):
+            if k and (values.min() < 0 or values.max() >= top):
+                raise damaged(f"/spikes/{name}", f"holds {int(values.min())}..{int(values.max())}, outside "
+                                                 f"0..{top - 1}")
+        if k and not np.all(np.isfinite(self.spike_time)):
+            raise damaged("/spikes/time", "holds non-finite times")
+        check_traces(self, damaged)
         exp = self.experiment
         if exp is not None and (exp.n_steps, exp.network.n_neurons) != (self.n_steps, self.n_neurons):
             raise RecordingError(f"{str(path)!r}: its experiment has {exp.network.n_neurons} neurons x {exp.n_steps} "
@@ -324,6 +325,10 @@ class Recording:
         if exp is not None and self.batch % exp.n_conditions:
             raise RecordingError(f"{str(path)!r}: {self.batch} sets are not B candidates x its experiment's "
                                  f"{exp.n_conditions} conditions; the file is damaged.")
+        written = (self.metadata.get("experiment") or {}).get("hash") if isinstance(self.metadata.get("experiment"), dict) else None
+        if exp is not None and isinstance(written, str) and written != exp.content_hash():
+            raise damaged("/experiment", f"has content hash {exp.content_hash()[:12]}, but the metadata says the run "
+                                         f"had {written[:12]}")
 
 
 def _json_default(obj):

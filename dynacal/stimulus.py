@@ -8,12 +8,19 @@ FPGA generator), and an optional per-neuron DC current that sets ``Isoma_const``
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import numpy as np
 
+from ._checks import integer
 from .errors import ParameterError
 
 __all__ = ["Stimulus", "poisson", "regular"]
+
+_BLOCK = 1 << 22  # random numbers per block of a Poisson draw (32 MiB)
+_MAX_DRAWS = 10 ** 11  # source-steps a generator accepts: 1024 sources x 10 000 s at 0.1 ms
+_MAX_EVENTS = 1 << 28  # spikes of one regular train set (2 x 2 GiB of int64)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,8 +40,9 @@ class Stimulus:
     dc: np.ndarray | None = None
 
     def __post_init__(self):
-        steps = np.asarray(self.steps, dtype=np.int64).ravel()
-        sources = np.asarray(self.sources, dtype=np.int64).ravel()
+        object.__setattr__(self, "n_sources", integer(self.n_sources, "n_sources", error=ParameterError,
+                                                      fix="give the number of input sources"))
+        steps, sources = _events(self.steps, "steps"), _events(self.sources, "sources")
         if steps.shape != sources.shape:
             raise ParameterError(f"steps has {steps.size} events but sources has {sources.size}; "
                                  f"give one source per spike step.")
@@ -52,8 +60,11 @@ class Stimulus:
         object.__setattr__(self, "steps", steps)
         object.__setattr__(self, "sources", sources)
         if self.dc is not None:
-            dc = np.asarray(self.dc, dtype=np.float64).ravel()
-            if not np.all(np.isfinite(dc)) or dc.min() < 0:
+            try:
+                dc = np.asarray(self.dc, dtype=np.float64).ravel()
+            except (TypeError, ValueError) as exc:
+                raise ParameterError(f"dc = {self.dc!r} is not an array of currents in A (one per neuron).") from exc
+            if not dc.size or not np.all(np.isfinite(dc)) or dc.min() < 0:
                 raise ParameterError("dc must be finite, non-negative currents in A (one per neuron).")
             if dc.max() >= 1e-3:
                 raise ParameterError(f"dc = {dc.max():g} A is implausibly large; it looks like pA given as "
@@ -73,6 +84,7 @@ class Stimulus:
 
     def dense(self, n_steps: int) -> np.ndarray:
         """The raster as uint8 of shape (n_sources, n_steps)."""
+        n_steps = integer(n_steps, "n_steps", error=ParameterError, fix="give the raster's length in steps")
         r = np.zeros((self.n_sources, n_steps), dtype=np.uint8)
         keep = self.steps < n_steps
         r[self.sources[keep], self.steps[keep]] = 1
@@ -95,24 +107,89 @@ def poisson(n_sources: int, rate_hz, n_steps: int, dt: float, *, seed: int | Non
         seed: seed of numpy's generator (same seed, same trains).
         start_step, stop_step: spikes only in [start_step, stop_step).
     """
-    rate = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), (n_sources,))
-    if np.any(rate < 0) or np.any(rate * dt > 1):
-        raise ParameterError(f"rate must be in 0..{1 / dt:g} Hz for dt = {dt:g} s; got {rate.max():g} Hz.")
-    rng = np.random.default_rng(seed)
-    stop = n_steps if stop_step is None else stop_step
-    mask = rng.random((n_steps, n_sources)) < rate * dt
-    mask[:start_step] = False
-    mask[stop:] = False
-    steps, sources = np.nonzero(mask)
-    return Stimulus(n_sources, steps, sources)
+    n_sources, n_steps, dt = _train_args(n_sources, n_steps, dt)
+    try:
+        given = np.asarray(rate_hz, dtype=np.float64)
+        rate = np.broadcast_to(given, (n_sources,))
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"rate_hz = {rate_hz!r} must be a rate in Hz, a scalar or one per source "
+                             f"({n_sources}).") from exc
+    given = given.ravel()  # checked as given: a bad rate for 0 sources is still a mistake
+    bad = ~np.isfinite(given) | (given < 0) | (given * dt > 1)
+    if bad.any():
+        raise ParameterError(f"rate_hz = {float(given[bad][0]):g} Hz must be finite and in 0..{1 / dt:g} Hz for "
+                             f"dt = {dt:g} s (at most one spike per step).")
+    start_step = integer(start_step, "start_step", error=ParameterError, high=n_steps,
+                         fix=f"spikes start in a step of 0..{n_steps}")
+    stop = n_steps if stop_step is None else integer(stop_step, "stop_step", error=ParameterError, low=start_step,
+                                                     high=n_steps, fix=f"give start_step..n_steps = "
+                                                     f"{start_step}..{n_steps}, or None")
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"seed = {seed!r} must be None, an integer >= 0 or a list of them: {exc}.") from exc
+    # drawn in blocks of steps: the same stream as one (n_steps, n_sources) draw, in bounded memory
+    rows = max(1, _BLOCK // max(1, n_sources))
+    parts_steps, parts_sources = [], []
+    for t0 in range(0, n_steps if n_sources else 0, rows):
+        mask = rng.random((min(rows, n_steps - t0), n_sources)) < rate * dt
+        step, source = np.nonzero(mask)
+        keep = (step + t0 >= start_step) & (step + t0 < stop)
+        parts_steps.append(step[keep] + t0)
+        parts_sources.append(source[keep])
+    cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64))
+    return Stimulus(n_sources, cat(parts_steps), cat(parts_sources))
 
 
 def regular(n_sources: int, rate_hz: float, n_steps: int, dt: float, *, first_step: int = 0) -> Stimulus:
     """Regular trains: every source spikes every ``round(1 / (rate * dt))`` steps."""
-    if rate_hz <= 0:
-        raise ParameterError(f"rate_hz = {rate_hz} must be > 0.")
+    n_sources, n_steps, dt = _train_args(n_sources, n_steps, dt)
+    rate = rate_hz.item() if isinstance(rate_hz, np.ndarray) and rate_hz.ndim == 0 else rate_hz
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real) or not 0 < rate * dt <= 1:
+        raise ParameterError(f"rate_hz = {rate_hz!r} must be a number in Hz, > 0 and at most 1 / dt = "
+                             f"{1 / dt:g} Hz.")
+    first_step = integer(first_step, "first_step", error=ParameterError, fix="give a step >= 0")
+    rate_hz = float(rate)
     period = max(1, int(round(1.0 / (rate_hz * dt))))
+    n_events = max(0, -(-(n_steps - first_step) // period)) * n_sources
+    if n_events > _MAX_EVENTS:
+        raise ParameterError(f"regular trains of {n_events:.3g} spikes ({n_sources} sources x {n_steps} steps at "
+                             f"{rate_hz:g} Hz) exceed {_MAX_EVENTS:.3g}; shorten the stimulus or split it into "
+                             f"condition stimuli.")
     times = np.arange(first_step, n_steps, period)
     steps = np.repeat(times, n_sources)
     sources = np.tile(np.arange(n_sources), times.size)
     return Stimulus(n_sources, steps, sources)
+
+
+def _events(values, name: str) -> np.ndarray:
+    """Event steps or sources as int64 (K,): whole numbers (ParameterError otherwise, not a
+    silent truncation of 2.5 to 2)."""
+    try:
+        a = np.asarray(values).ravel()
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) > 2.0 ** 62)  # 2**62: int64 holds it
+            if bad.any():
+                raise ParameterError(f"{name} holds {float(a[bad][0]):g}; give whole numbers (int64).")
+        if a.dtype.kind not in "iuf" or a.dtype.kind == "b":
+            if a.size:
+                raise ParameterError(f"{name} has dtype {a.dtype}; give whole numbers (int64).")
+        return a.astype(np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        if isinstance(exc, ParameterError):
+            raise
+        raise ParameterError(f"{name} = {values!r} is not an array of whole numbers: {exc}.") from exc
+
+
+def _train_args(n_sources, n_steps, dt) -> tuple[int, int, float]:
+    """The shared arguments of the generators, checked."""
+    n_sources = integer(n_sources, "n_sources", error=ParameterError, fix="give the number of input sources")
+    n_steps = integer(n_steps, "n_steps", error=ParameterError, fix="give the length in steps, e.g. 10000")
+    if n_steps * max(1, n_sources) > _MAX_DRAWS:
+        raise ParameterError(f"{n_sources} sources x {n_steps} steps = {n_steps * max(1, n_sources):.3g} source-steps "
+                             f"exceed {_MAX_DRAWS:.0e} (hours of drawing); shorten the stimulus or split it into "
+                             f"condition stimuli.")
+    dtv = dt.item() if isinstance(dt, np.ndarray) and dt.ndim == 0 else dt
+    if isinstance(dtv, (bool, np.bool_)) or not isinstance(dtv, numbers.Real) or not math.isfinite(dtv) or dtv <= 0:
+        raise ParameterError(f"dt = {dt!r} must be the time step in s, a positive number (e.g. 1e-4).")
+    return n_sources, n_steps, float(dtv)

@@ -6,6 +6,7 @@ file readers and writers and the ``Params`` constructors accept strings with uni
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 
@@ -15,6 +16,9 @@ __all__ = ["parse_quantity", "format_quantity", "PREFIXES"]
 
 PREFIXES = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "μ": 1e-6,
             "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6}
+# The power of ten of each prefix: scaling in decimal keeps "100 us" exactly 1e-4 (the
+# float product 100 * 1e-6 is 9.999999999999999e-05, and content hashes use repr(dt)).
+_EXPONENTS = {"f": -15, "p": -12, "n": -9, "u": -6, "µ": -6, "μ": -6, "m": -3, "": 0, "k": 3, "M": 6}
 _BASE_UNITS = ("A", "F", "V", "s", "Hz")
 #: an example for error messages, in the units a user writes (not '5 pHz' or '5 ps')
 _EXAMPLES = {"A": "5 pA", "F": "2 pF", "V": "25 mV", "s": "100 ms", "Hz": "80 Hz"}
@@ -44,11 +48,12 @@ def parse_quantity(text: str, unit: str, *, name: str = "value") -> float:
     if not match:
         raise ParameterError(f"{name} = {text!r} is not a number with a unit; write e.g. "
                              f"'{_EXAMPLES.get(unit, '5 ' + unit)}'.")
-    number, suffix = float(match.group(1)), match.group(2)
+    number, suffix = match.group(1), match.group(2)
     if suffix == "":
-        return number
-    if unit and suffix.endswith(unit) and suffix[: -len(unit)] in PREFIXES:
-        return number * PREFIXES[suffix[: -len(unit)]]
+        return float(number)
+    if unit and suffix.endswith(unit) and suffix[: -len(unit)] in _EXPONENTS:
+        # correctly rounded: the float nearest to the decimal value the user wrote
+        return float(decimal.Decimal(number).scaleb(_EXPONENTS[suffix[: -len(unit)]]))
     expected = f"a prefixed {unit!r} (fA, pA, nA, ...)" if unit else "no unit"
     raise ParameterError(f"{name} = {text!r} has unit {suffix!r}; expected {expected}.")
 

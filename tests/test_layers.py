@@ -90,8 +90,8 @@ def test_candidates_win_over_network_biases():
     chip.set_bias({"Isoma_th": "2 nA"}, "Core_0")
     net = chip.network()
     assert net.params({"Isoma_th": [1 * nA, 3 * nA]}).Isoma_th.tolist() == [[1 * nA, 3 * nA]]
-    assert net.params({"Isoma_th": ["1 nA", "3 nA"]}).Isoma_th.tolist() == [[1 * nA, 3 * nA]]
-    assert net.params({"Isoma_th": "1.5 nA"}).Isoma_th.tolist() == [[1.5 * nA]]
+    assert net.params({"Isoma_th": ["1 nA", "3 nA"]}).Isoma_th.tolist() == [[1e-9, 3e-9]]  # parsed exactly
+    assert net.params({"Isoma_th": "1.5 nA"}).Isoma_th.tolist() == [[1.5e-9]]
     batched = net.params({"Isoma_th": torch.tensor([[1 * nA], [3 * nA]], dtype=torch.float64)})
     assert batched.shape == (2, 1) and batched.Isoma_th.tolist() == [[1 * nA], [3 * nA]]
     assert net.params().Isoma_th.tolist() == [[2 * nA, 2 * nA]]

@@ -53,6 +53,14 @@ class Backend(Protocol):
         ...
 
 
+def check_params(params) -> None:
+    """Raise ParameterError unless ``params`` is a :class:`Params` or None (a dict of values
+    is the usual mistake: the message says how to build a Params from it)."""
+    if params is not None and not isinstance(params, Params):
+        raise ParameterError(f"params is a {type(params).__name__}; give a Params or None. Build one from "
+                             f"values with experiment.network.params({{'Isoma_th': '2 nA', ...}}).")
+
+
 def resolve_params(experiment: Experiment, params: Params | None, *, dtype=torch.float64,
                    device="cpu") -> Params:
     """The B * L parameter sets a backend runs (module docstring).
@@ -68,6 +76,7 @@ def resolve_params(experiment: Experiment, params: Params | None, *, dtype=torch
     if experiment.condition_stimuli:
         raise ParameterError(f"experiment {experiment.name or '(unnamed)'} has {experiment.n_conditions} condition "
                              f"stimuli, which run as separate runs: use run_conditions (every backend's run does).")
+    check_params(params)
     p = experiment.network.params(dtype=dtype, device=device) if params is None else params.to(dtype, device)
     if experiment.stimulus.dc is not None:
         b, _ = p.shape
@@ -124,7 +133,11 @@ def run_conditions(backend_run: Callable[..., Recording], experiment: Experiment
     from the fresh state, and the L recordings of B sets each merge into one of B * L sets,
     set ``b * L + l`` (:func:`merge_conditions`). The result's ``experiment`` is
     ``experiment``.
+
+    Raises:
+        ParameterError: ``params`` is not a Params or None.
     """
+    check_params(params)
     if not experiment.condition_stimuli:
         rec = backend_run(experiment, params, **kwargs)
         rec.experiment = experiment
