@@ -136,12 +136,14 @@ def test_values_that_are_not_a_mapping_are_refused():
         Params.from_values([1, 2])
 
 
-def test_a_dict_passed_as_params_to_a_backend_is_a_parameter_error():
+@pytest.mark.parametrize("backend", ["torch", "brian2"])  # refused before Brian2 builds anything
+def test_a_dict_passed_as_params_to_a_backend_is_a_parameter_error(backend):
+    pytest.importorskip("brian2") if backend == "brian2" else None
     chip = Chip()
     chip.get_neurons(1)
     exp = Experiment(chip.network(), Stimulus(0), 1e-4, 10)
     with pytest.raises(ParameterError, match=r"params is a dict; give a Params.*network.params"):
-        get_backend("torch").run(exp, {"Isoma_th": 1e-9})
+        get_backend(backend).run(exp, {"Isoma_th": 1e-9})
 
 
 def test_a_string_with_the_wrong_prefix_is_not_told_pa_given_as_a():

@@ -71,7 +71,7 @@ from ..params import INITIAL_STATE, PARAMETERS, SYNAPSE_TYPES, Params
 from ..recording import Recording
 from . import sizing
 from ._brian2_excepthook import guard_excepthook
-from .base import check_request, resolve_params, run_conditions
+from .base import check_params, check_request, resolve_params, run_conditions
 
 __all__ = ["Brian2Backend", "TARGETS", "equations"]
 
@@ -322,6 +322,7 @@ class Brian2Backend:
         Raises:
             ParameterError: among others, traces that will not fit in memory (before the run).
         """
+        check_params(params)  # before the size check, which reads them
         L = len(experiment.condition_stimuli)
         part = experiment.condition(0) if L else experiment  # each condition run has B sets
         shape = resolve_params(part, params, dtype=torch.float64).shape

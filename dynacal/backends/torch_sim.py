@@ -25,7 +25,7 @@ from ..experiment import Experiment
 from ..params import STATE_NAMES, Params
 from ..recording import Recording
 from . import sizing, stability
-from .base import check_request, resolve_params, run_conditions
+from .base import check_params, check_request, resolve_params, run_conditions
 from .dpi import Recurrent, dpi_step, get_surrogate, initial_state, refractory_steps
 
 __all__ = ["TorchBackend", "ENGINES", "round_ste"]
@@ -112,6 +112,7 @@ class TorchBackend:
             ``experiment`` and ``unstable`` (B * L, N). When any input requires grad, its
             ``raster`` (T, B * L, N) and traces carry surrogate gradients.
         """
+        check_params(params)  # before the size check, which reads them
         self._check_size(experiment, params, record, record_neurons, record_every, input_weights,
                          recurrent_weights)
         return run_conditions(self._run_one, experiment, params, record=record, record_neurons=record_neurons,
