@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._files import atomic_hdf5
+from ._files import atomic_hdf5, open_hdf5
 from .chip import Connections, Network
 from .errors import DynacalError, RecordingError
 from .stimulus import Stimulus
@@ -222,14 +222,8 @@ def save_experiment(e, path: str | os.PathLike) -> Path:
 
 def load_experiment(path: str | os.PathLike) -> Any:
     """``Experiment.load``: the experiment of a file from :func:`save_experiment` or of a v2 recording."""
-    import h5py
     path = Path(path)
-    if not path.exists():
-        raise RecordingError(f"experiment file {str(path)!r} does not exist.")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise RecordingError(f"{str(path)!r} is not a readable HDF5 file (corrupt or truncated?): {exc}.") from exc
+    f = open_hdf5(path, "experiment")
     with f:
         try:
             has_group, version = "experiment" in f, f.attrs.get("schema_version")

@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_hdf5"]
+__all__ = ["atomic_write", "atomic_hdf5", "open_hdf5"]
 
 
 def check_interrupt() -> None:
@@ -70,3 +70,27 @@ def atomic_hdf5(path: str | os.PathLike, fill: Callable) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def open_hdf5(path: str | os.PathLike, what: str, fix: str = ""):
+    """Open an HDF5 file for reading, or raise ``RecordingError`` naming ``what`` it should be.
+
+    Args:
+        path: the file.
+        what: "recording", "experiment", ... (for the messages).
+        fix: advice appended to the message of an unreadable file.
+
+    Returns:
+        The open ``h5py.File`` (use it as a context manager).
+    """
+    import h5py
+
+    from .errors import RecordingError
+    path = Path(path)
+    if not path.exists():
+        raise RecordingError(f"{what} file {str(path)!r} does not exist.")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise RecordingError(f"{str(path)!r} is not a readable HDF5 {what} (corrupt or truncated?): {exc}."
+                             + (f" {fix}" if fix else "")) from exc

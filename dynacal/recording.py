@@ -272,15 +272,9 @@ class Recording:
         Raises:
             RecordingError: the file is missing, not HDF5, truncated, or of another schema.
         """
-        import h5py
+        from ._files import open_hdf5
         path = Path(path)
-        if not path.exists():
-            raise RecordingError(f"recording file {str(path)!r} does not exist.")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise RecordingError(f"{str(path)!r} is not a readable HDF5 recording (corrupt or truncated?): "
-                                 f"{exc}. Re-record it or restore it from a copy.") from exc
+        f = open_hdf5(path, "recording", "Re-record it or restore it from a copy.")
         where = repr(str(path))
         with f:
             try:
