@@ -286,6 +286,11 @@ class CalibrationResult:
                                   for k, v in cols.items()))
         return "\n".join(lines) + "\n"
 
+    def with_codes(self, table) -> "CalibrationResult":
+        """A copy holding a :class:`~.codes.CodeTable` measured on the chip (``export_codes``
+        then returns its codes)."""
+        return dataclasses.replace(self, code_table=table.to_dict() if hasattr(table, "to_dict") else dict(table))
+
     def export_codes(self) -> dict[int, dict[str, list[int]]]:
         """The codes to set on the board: measured on this chip (``code_table``) where there is
         one, otherwise the nominal bias map's."""
