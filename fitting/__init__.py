@@ -4,6 +4,8 @@ The core never imports this package.
 """
 
 from .cache import cache_key, find_cached, latest_for_serial, store
+from .codes import CodeTable, check_codes, measure_codes
 from .result import CalibrationResult
 
-__all__: list[str] = ["CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store"]
+__all__: list[str] = ["CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store",
+                      "CodeTable", "measure_codes", "check_codes"]

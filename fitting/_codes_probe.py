@@ -12,7 +12,7 @@ from dynacal.errors import CalibrationFailed
 from dynacal.params import PARAMETERS
 from dynacal.protocols import FICurve
 
-from .codes import _GRID, _MIN_NEURONS, PROBES, CodeTable, _invert, _kinds, _to_current, _to_param
+from .codes import _GRID, _MIN_NEURONS, EVOKED, PROBES, CodeTable, _invert, _kinds, _to_current, _to_param
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,25 @@ class _Probe:
 
     # --- runs ----------------------------------------------------------------------------
 
-    def _fi(self, levels) -> FICurve:
-        return FICurve(levels=tuple(float(x) for x in levels), duration=self.duration, settle=self.settle)
+    def _fi(self, levels, level: int | None = None):
+        """An f-I probe: (protocol, features -> rates (B, N, L), or (B, N) at one level)."""
+        fi = FICurve(levels=tuple(float(x) for x in levels), duration=self.duration, settle=self.settle)
+        return fi, (lambda f: f["rate"]) if level is None else (lambda f: f["rate"][:, :, level])
+
+    def _evoked(self, dc: float, syn: str):
+        """An evoked-rate probe: one Poisson rate into one synapse type over a DC, (B, N) Hz."""
+        from dynacal.protocols import RateTransfer  # noqa: PLC0415
+        rt = RateTransfer(synapses=(syn,), weights=(EVOKED["weight"],), rates=EVOKED["rates"], rates_by_type=(),
+                          segment=EVOKED["segment"], settle=self.settle, gap=0.05, baseline=self.settle * 2, dc=dc)
+        return rt, lambda f: f[f"rate_{syn}"][:, :, -1]
+
+    def _probe(self, bias: str, board: bool):
+        """The probe of ``bias`` for the board (nominal DCs) or the simulator (the DCs measured)."""
+        dc = (lambda lv: lv) if board else (lambda lv: self.ctx.dc[lv])
+        kind, where = PROBES[bias]
+        if kind == "evoked":
+            return self._evoked(dc(self.mid), where)
+        return self._fi([dc(self.mid), dc(self.high)], {"mid": 0, "high": 1}[where])
 
     def _per_neuron(self, name: str, values: np.ndarray) -> torch.Tensor:
         """(B, N) candidates of a parameter with each neuron's mismatch (candidates get none)."""
@@ -48,7 +65,7 @@ class _Probe:
     def _cal(self, name: str) -> float:
         return float(self.ctx.layers.core_values[self.ctx.core].get(name, PARAMETERS[name].default))
 
-    def sim_rates(self, levels, sweep: tuple[str, np.ndarray] | None = None, *, chosen: bool = True) -> np.ndarray:
+    def sim_rates(self, probe, sweep: tuple[str, np.ndarray] | None = None, *, chosen: bool = True) -> np.ndarray:
         """Simulated f-I rates (B, N, L): the calibration, the chosen biases at their values on
         the chip, and ``sweep`` = (parameter, (B,) values) on a grid. A gain whose code is
         kept while its base bias moves keeps its current: gain = calibrated gain x
@@ -64,14 +81,14 @@ class _Probe:
                 now[gain] = self._cal(gain) * self._cal(base_param) / now[base_param]
         cands = {p: self._per_neuron(p, v) for p, v in now.items()}
         p = self.ctx.network.params(cands, layers=self.ctx.layers)
-        fi = self._fi(levels)
-        return fi.features(fi.run(self.sim, self.ctx.network, p))["rate"]
+        protocol, extract = probe
+        return extract(protocol.features(protocol.run(self.sim, self.ctx.network, p)))
 
     def board_codes(self) -> dict:
         """The board's codes now: the reference codes with the chosen ones."""
         return {**self.ref_codes, **self.ctx.chosen_codes}
 
-    def board_rates(self, levels, sweep: tuple[str, list] | None = None) -> np.ndarray:
+    def board_rates(self, probe, sweep: tuple[str, list] | None = None) -> np.ndarray:
         """Board f-I rates (B, N, L) at the board's codes with ``sweep`` = (bias, B codes):
         each set is given as the nominal values that set exactly its codes."""
         from .codes import board_values  # noqa: PLC0415
@@ -81,10 +98,10 @@ class _Probe:
         cands = {p: {core: torch.as_tensor([v[p] for v in values], dtype=torch.float64)}
                  for p in values[0] if p != "Isoma_const"}  # the DC is the f-I condition
         p = self.ctx.network.params(cands)
-        fi = self._fi(levels)
-        rec = fi.run(self.board, self.ctx.network, p)
-        self.board_runs += p.shape[0] * len(levels)
-        return fi.features(rec)["rate"]
+        protocol, extract = probe
+        rec = protocol.run(self.board, self.ctx.network, p)
+        self.board_runs += p.shape[0] * max(protocol.n_conditions, 1)
+        return extract(protocol.features(rec))
 
     # --- levels and the DC ---------------------------------------------------------------
 
@@ -95,7 +112,7 @@ class _Probe:
     def levels(self) -> None:
         """The mid (~40 Hz) and high (~60 % of the refractory limit) probe DCs, on DC codes."""
         grid = np.geomspace(50e-12, 20e-9, 12)
-        med = np.nanmedian(self.sim_rates(grid, chosen=False)[0], axis=0)
+        med = np.nanmedian(self.sim_rates(self._fi(grid), chosen=False)[0], axis=0)
         firing = np.flatnonzero(med >= 10.0)
         if not firing.size:
             raise CalibrationFailed(f"the calibrated core {self.ctx.core} does not fire at any DC up to 20 nA in the "
@@ -135,9 +152,9 @@ class _Probe:
         coarse, fine, nominal = (np.concatenate(x) for x in zip(*parts))
         order = np.argsort(nominal)
         coarse, fine, nominal = coarse[order], fine[order], nominal[order]
-        board = self.board_rates(nominal)[0].T  # (K, N)
+        board = self.board_rates(self._fi(nominal))[0].T  # (K, N)
         grid = np.geomspace(nominal[0] / 4, nominal[-1] * 4, 61)
-        sim = self.sim_rates(grid, chosen=False)[0].T  # (J, N)
+        sim = self.sim_rates(self._fi(grid), chosen=False)[0].T  # (J, N)
         inverted, _ = _invert(sim, grid, board)
         codes = list(zip(coarse.tolist(), fine.tolist()))
         med, mad, count = self._values(inverted, "IF_DC_P", codes)
@@ -161,16 +178,14 @@ class _Probe:
     def bias_row(self, bias: str) -> dict:
         """Sweep one bias, fit its value per code on this chip, choose its code."""
         param = _kinds()[bias][1]
-        level = {"mid": 0, "high": 1}[PROBES[bias][1]]
         req = float(self.ctx.want[param])
         base = self._base_current(bias)
         coarse, fine, cur = self._sweep_codes(bias, float(_to_current(bias, req, base, self.constants)))
         nominal = _to_param(bias, cur, base, self.constants)
-        levels = (self.mid, self.high)
         codes = list(zip(coarse.tolist(), fine.tolist()))
-        board = self.board_rates(levels, (bias, codes))[:, :, level]  # (K, N)
+        board = self.board_rates(self._probe(bias, True), (bias, codes))  # (K, N)
         grid = req * _GRID
-        sim = self.sim_rates([self.ctx.dc[lv] for lv in levels], (param, grid))[:, :, level]  # (J, N)
+        sim = self.sim_rates(self._probe(bias, False), (param, grid))  # (J, N)
         inverted, _ = _invert(sim, grid, board)
         med, mad, count = self._values(inverted, bias, codes)
         eq = _to_current(bias, med, base, self.constants)  # the chip's value as a nominal current
@@ -182,7 +197,7 @@ class _Probe:
         self.ctx.chosen[param] = float(_to_param(bias, self.dac.current(*code, bias), base, self.constants))
         self.ctx.chosen_codes[bias] = code
         self.ctx.predicted[param] = pred
-        return {"core": self.ctx.core, "bias": bias, "parameter": param, "probe": f"fi rate at {PROBES[bias][1]} DC",
+        return {"core": self.ctx.core, "bias": bias, "parameter": param, "probe": f"{PROBES[bias][0]} rate ({PROBES[bias][1]})",
                 "requested": req, "code": list(code), "predicted": pred, "error": pred / req - 1,
                 "nominal_code": list(nom_code), "nominal_predicted": nom_pred,
                 "nominal_error": nom_pred / req - 1 if np.isfinite(nom_pred) else float("nan"),
