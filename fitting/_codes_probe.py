@@ -189,37 +189,73 @@ class _Probe:
         inverted, _ = _invert(sim, grid, board)
         med, mad, count = self._values(inverted, bias, codes)
         eq = _to_current(bias, med, base, self.constants)  # the chip's value as a nominal current
-        fit = _affine(cur, eq)
-        code, pred = self._choose(bias, int(coarse[0]), fit, req, base)
+        fits, anchor = self._fits(bias, int(coarse[0]), cur, eq, base)
+        code, pred = self._choose(bias, fits, req, base, anchor)
         nom_code = (int(coarse[0]), int(self.dac.code(np.array([_to_current(bias, req, base, self.constants)]),
                                                        bias).fine[0]))
-        nom_pred = self._predict(bias, nom_code, fit, base)
+        nom_pred = self._predict(bias, nom_code, fits, base)
         self.ctx.chosen[param] = float(_to_param(bias, self.dac.current(*code, bias), base, self.constants))
         self.ctx.chosen_codes[bias] = code
         self.ctx.predicted[param] = pred
-        return {"core": self.ctx.core, "bias": bias, "parameter": param, "probe": f"{PROBES[bias][0]} rate ({PROBES[bias][1]})",
+        probe = f"{PROBES[bias][0]} rate ({PROBES[bias][1]})"
+        return {"core": self.ctx.core, "bias": bias, "parameter": param, "probe": probe,
                 "requested": req, "code": list(code), "predicted": pred, "error": pred / req - 1,
                 "nominal_code": list(nom_code), "nominal_predicted": nom_pred,
                 "nominal_error": nom_pred / req - 1 if np.isfinite(nom_pred) else float("nan"),
-                "fit": {"coarse": int(coarse[0]), "offset_A": fit[0], "slope": fit[1]},
+                "fit": {str(c): {"offset_A": f[0], "slope": f[1]} for c, f in fits.items()},
+                "anchor": list(anchor) if anchor else None,
                 "sweep": _sweep_rows(codes, nominal, med, mad, count)}
 
-    def _predict(self, bias: str, code, fit: tuple[float, float], base) -> float:
-        """The value ``code`` gives on this chip (the affine fit of its coarse range)."""
-        current = fit[0] + fit[1] * float(self.dac.current(code[0], code[1], bias))
+    def _fits(self, bias: str, coarse: int, cur: np.ndarray, eq: np.ndarray, base):
+        """Affine fits per coarse range, {coarse: (offset A, slope)}, and the anchor code.
+
+        The reference code is a point known without measuring: there the chip gives the
+        calibrated value (when the bias's base is at its reference code too). It joins the
+        sweep's fit in the same coarse range, or gives its own range a pure scale."""
+        ref = tuple(self.ref_codes[bias])
+        kind, param, base_bias = _kinds()[bias]
+        partner = base_bias if kind == "gain" else "PULSE_PWLK_P" if kind == "weight" else None
+        anchored = param in self.ctx.layers.core_values[self.ctx.core] and \
+            (partner is None or tuple(self.board_codes()[partner]) == tuple(self.ref_codes[partner]))
+        if not anchored:
+            return {coarse: _affine(cur, eq)}, None
+        ref_cur = float(self.dac.current(ref[0], ref[1], bias))
+        ref_eq = float(_to_current(bias, self._cal(param), base, self.constants))
+        if ref[0] == coarse:
+            # the anchor is exact (no measurement noise): the fit goes through it
+            return {coarse: _affine(np.append(cur, ref_cur), np.append(eq, ref_eq),
+                                    np.append(np.ones(cur.size), 10.0 * cur.size))}, ref
+        return {coarse: _affine(cur, eq), ref[0]: (0.0, ref_eq / ref_cur)}, ref
+
+    def _predict(self, bias: str, code, fits: dict, base) -> float:
+        """The value ``code`` gives on this chip (the fit of its coarse range; NaN without one)."""
+        if code[0] not in fits:
+            return float("nan")
+        offset, slope = fits[code[0]]
+        current = offset + slope * float(self.dac.current(code[0], code[1], bias))
         return float(_to_param(bias, max(current, 1e-18), base, self.constants))
 
-    def _choose(self, bias: str, coarse: int, fit: tuple[float, float], req: float, base):
-        """The code of the swept coarse range whose value on this chip is nearest to ``req``."""
-        fine = np.arange(1, 256)
-        current = fit[0] + fit[1] * np.asarray(self.dac.current(np.full(255, coarse), fine, [bias] * 255))
+    def _choose(self, bias: str, fits: dict, req: float, base, anchor):
+        """The code whose value on this chip is nearest to ``req``: in the swept coarse range
+        (the first fit), or in the anchor's range near the anchor (within ``span``)."""
         want = float(_to_current(bias, req, base, self.constants))
-        k = int(np.argmin(np.abs(np.log(np.maximum(current, 1e-18) / want))))
-        if k in (0, 254):
+        best = None
+        for i, (coarse, (offset, slope)) in enumerate(fits.items()):
+            fine = np.arange(1, 256)
+            nominal = np.asarray(self.dac.current(np.full(255, coarse), fine, [bias] * 255))
+            current = offset + slope * nominal
+            miss = np.abs(np.log(np.maximum(current, 1e-18) / want))
+            if i > 0:  # the anchor's range: only near the anchor, where its scale holds
+                near = np.abs(np.log(nominal / float(self.dac.current(anchor[0], anchor[1], bias))))
+                miss = np.where(near <= np.log(self.span), miss, np.inf)
+            k = int(np.argmin(miss))
+            if np.isfinite(miss[k]) and (best is None or miss[k] < best[0]):
+                best = (float(miss[k]), (int(coarse), int(fine[k])))
+        code = best[1]
+        if code[1] in (1, 255):
             log.warning("%s: the code nearest to the request is at the end of coarse range %d (fine %d); the "
-                        "request may be out of this range on this chip", bias, coarse, fine[k])
-        code = (coarse, int(fine[k]))
-        return code, self._predict(bias, code, fit, base)
+                        "request may be out of this range on this chip", bias, code[0], code[1])
+        return code, self._predict(bias, code, fits, base)
 
     # --- the table -----------------------------------------------------------------------------
 
@@ -262,11 +298,11 @@ class _Probe:
         return want / self._cal(param)
 
 
-def _affine(nominal: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
+def _affine(nominal: np.ndarray, measured: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
     """(offset A, slope) of measured = offset + slope * nominal (a DAC's floor and scale within a
     coarse range); a pure scale from one code or when the fit would give a negative slope."""
     if nominal.size >= 2 and np.ptp(nominal) > 0:
-        slope, offset = np.polyfit(nominal, measured, 1)
+        slope, offset = np.polyfit(nominal, measured, 1, w=weights)
         if slope > 0:
             return float(offset), float(slope)
     return 0.0, float(np.mean(measured / nominal))

@@ -124,3 +124,14 @@ def test_bad_requests():
         measure_codes(layers, board, "core0", n_codes=1)
     with pytest.raises(ParameterError, match="CalibrationResult or ChipLayers"):
         measure_codes({"Isoma_dpi_tau": 1e-12}, board, "core0")
+
+
+def test_calibrated_values_find_the_reference_codes_not_the_nominal_ones(twin_case):
+    """At the calibrated values the chip's answer is the codes the target was measured at."""
+    chip, result, board, _ = twin_case
+    table = measure_codes(result, board, "core0:64", biases=["IF_RFR_N"], progress=False)
+    ref = params_to_codes({0: {p: PARAMETERS[p].default for p in MODEL_PARAMETERS}}).codes[(0, 0)]
+    assert tuple(table.codes[0]["IF_RFR_N"]) == ref["IF_RFR_N"]
+    assert tuple(result.codes[0]["IF_RFR_N"]) != ref["IF_RFR_N"]  # the nominal table misses them
+    got = truth(chip, table.codes[0])
+    assert got["soma_refP"] == pytest.approx(result.core_values[0]["soma_refP"], rel=1e-9)
