@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 #: bias -> (probe, f-I level it is read at): what each supported bias is measured through.
 PROBES = {"IF_DC_P": ("fi", "both"), "IF_TAU1_N": ("fi", "mid"), "IF_THR_N": ("fi", "mid"),
           "IF_RFR_N": ("fi", "high"), "PS_WEIGHT_EXC_F_N": ("evoked", "ampa")}
-#: The evoked-rate probe: a Poisson source at ``rates`` Hz (the last is read) through ``weight`` CAM entries, over the mid DC.
+#: The evoked-rate probe: a Poisson source at ``rates`` Hz (the last is read) through ``weight``
+#: CAM entries into every neuron, over the mid DC, for ``segment`` s.
 EVOKED = {"rates": (20.0, 100.0), "weight": 4, "segment": 0.6}
 _GRID = np.geomspace(0.25, 4.0, 41)  # simulated multipliers of a swept parameter
 _MIN_NEURONS = 0.1  # fraction of a core's neurons that must be informative for a code
@@ -334,6 +335,7 @@ def check_codes(table: CodeTable, result_or_layers, backend, neurons: Any = "cor
     ok = target >= 5.0
     err = lambda board: np.where(ok, np.abs(board - target) / np.where(ok, target, 1.0), np.nan)  # noqa: E731
     em, en = err(measured), err(nominal)
-    return {"levels": list(levels), "true_levels": list(true), "target": target, "measured": measured, "nominal": nominal,
+    return {"levels": list(levels), "true_levels": list(true), "target": target, "measured": measured,
+            "nominal": nominal,
             "error_measured": float(np.nanmedian(em)), "error_nominal": float(np.nanmedian(en)),
             "per_level_measured": np.nanmedian(em, axis=0), "per_level_nominal": np.nanmedian(en, axis=0)}

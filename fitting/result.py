@@ -169,7 +169,8 @@ class CalibrationResult:
             self.codes, self.code_error = self._nominal_codes(layers)
         else:
             self.codes = {int(c): {b: [int(x) for x in v] for b, v in per.items()} for c, per in self.codes.items()}
-            self.code_error = {int(c): {p: float(e) for p, e in per.items()} for c, per in dict(self.code_error).items()}
+            self.code_error = {int(c): {p: float(e) for p, e in per.items()}
+                               for c, per in dict(self.code_error).items()}
         for name in ("identifiability", "provenance", "options"):
             setattr(self, name, _jsonable(getattr(self, name) or {}))
         self.history = _jsonable(list(self.history or []))

@@ -172,3 +172,14 @@ def test_cache_store_find_and_latest(tmp_path, monkeypatch):
         [folder.name, cache_key(hashes, {"fitter": "optuna"})])
     (folder / "calibration.npz").write_bytes(b"garbage")
     assert find_cached(7, hashes, options) is None  # damaged: a miss, not a crash
+
+
+def test_cache_key_from_a_fitters_provenance(tmp_path, monkeypatch):
+    """calibrate() names the target's hashes "hashes": the entry is still found by them."""
+    monkeypatch.setenv("DYNACAL_CACHE", str(tmp_path))
+    hashes, options = {"fi.h5": "cd" * 32}, {"fitter": "optuna", "budget_s": 60.0}
+    r = make(options=options, provenance={"serial": "7", "hashes": hashes, "versions": {"dynacal": "0.1.0"}})
+    store(r)
+    assert find_cached("7", hashes, options, version="0.1.0") is not None
+    with pytest.raises(ParameterError, match="serial"):
+        store(make(provenance={"serial": "../x"}))
