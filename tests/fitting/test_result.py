@@ -183,3 +183,14 @@ def test_cache_key_from_a_fitters_provenance(tmp_path, monkeypatch):
     assert find_cached("7", hashes, options, version="0.1.0") is not None
     with pytest.raises(ParameterError, match="serial"):
         store(make(provenance={"serial": "../x"}))
+
+
+def test_the_core_reads_the_layers_without_fitting(tmp_path):
+    """ChipLayers.load (helper i11) reads calibration.json's top-level layers."""
+    if not hasattr(ChipLayers, "load"):
+        pytest.skip("ChipLayers.load arrives with issue 11's layers work")
+    r = make()
+    r.save(tmp_path)
+    layers = ChipLayers.load(tmp_path)
+    assert layers.core_values == r.layers().core_values
+    np.testing.assert_array_equal(layers.mismatch["Iampa_w0"][0], r.mismatch["Iampa_w0"][0])
