@@ -37,6 +37,7 @@ Files (``result.save(folder)``; both written atomically, the npz first):
 id), ``ok`` bool (M,), ``per_neuron/<param>`` float64 (M,) for every PARAMETERS entry,
 ``quality/<protocol>`` float64 (M,), ``combinations/<i>`` float64 (M,).
 
+Non-finite numbers in the JSON are written as null (strict JSON); the npz keeps NaN.
 Loading checks the format, the version, every field's type and the npz's hash; a problem
 raises :class:`~dynacal.errors.RecordingError` naming the field and the file.
 """
@@ -86,12 +87,10 @@ def _jsonable(x: Any) -> Any:
         return [_jsonable(v) for v in x]
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _jsonable(x.tolist())
     if isinstance(x, float) and not np.isfinite(x):
-        return None if np.isnan(x) else float(x)
+        return None  # strict JSON (a browser reads it too): NaN and inf are null
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
     return repr(x)
@@ -353,7 +352,7 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def write_json(path: Path, data: Mapping) -> Path:
-    text = json.dumps(data, indent=1, allow_nan=True)
+    text = json.dumps(data, indent=1, allow_nan=False)
     return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 

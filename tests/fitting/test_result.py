@@ -225,3 +225,15 @@ def test_params_equal_what_the_objective_simulates():
     for name, v in simulated.items():
         torch.testing.assert_close(getattr(p, name).expand_as(v), v, rtol=1e-12, atol=0, msg=name)
         np.testing.assert_allclose(r.per_neuron[name], v[0].numpy(), rtol=1e-12)
+
+
+def test_non_finite_numbers_are_strict_json(tmp_path):
+    q = RNG.uniform(0, 1, 256)
+    q[:250] = np.nan  # masked neurons
+    r = make(quality={"fi": {"per_neuron": q}}, identifiability={"condition": float("inf"), "s": np.array([1.0, np.nan])})
+    path = r.save(tmp_path)
+    data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["identifiability"] == {"condition": None, "s": [1.0, None]}
+    back = CalibrationResult.load(path)
+    assert np.isnan(back.quality["fi"]["per_neuron"][:250]).all()
+    assert back.quality["fi"]["median"] == pytest.approx(np.median(q[250:]))
