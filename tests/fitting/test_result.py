@@ -230,7 +230,8 @@ def test_params_equal_what_the_objective_simulates():
 def test_non_finite_numbers_are_strict_json(tmp_path):
     q = RNG.uniform(0, 1, 256)
     q[:250] = np.nan  # masked neurons
-    r = make(quality={"fi": {"per_neuron": q}}, identifiability={"condition": float("inf"), "s": np.array([1.0, np.nan])})
+    r = make(quality={"fi": {"per_neuron": q}},
+             identifiability={"condition": float("inf"), "s": np.array([1.0, np.nan])})
     path = r.save(tmp_path)
     data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert data["identifiability"] == {"condition": None, "s": [1.0, None]}
