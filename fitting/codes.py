@@ -59,7 +59,7 @@ PROBES = {"IF_DC_P": ("fi", "both"), "IF_TAU1_N": ("fi", "mid"), "IF_THR_N": ("f
 #: The evoked-rate probe: a Poisson source at ``rates`` Hz (the last is read) through ``weight``
 #: CAM entries into every neuron, over the mid DC, for ``segment`` s.
 EVOKED = {"rates": (20.0, 100.0), "weight": 4, "segment": 0.6}
-_GRID = np.geomspace(0.25, 4.0, 41)  # simulated multipliers of a swept parameter
+_GRID = np.geomspace(0.3, 3.0, 97)  # simulated multipliers of a swept parameter (2.4 % apart)
 _MIN_NEURONS = 0.1  # fraction of a core's neurons that must be informative for a code
 
 
@@ -286,8 +286,10 @@ def _invert(sim_rate: np.ndarray, grid: np.ndarray, board_rate: np.ndarray) -> t
     usable = (up | down) & (np.ptp(sim_rate, axis=0) > 2.0) & np.isfinite(sim_rate).all(axis=0)
     for n in np.flatnonzero(usable):
         curve, x = (sim_rate[:, n], lg) if up[n] else (sim_rate[::-1, n], lg[::-1])
-        moving = np.concatenate([[True], np.diff(curve) > 1e-9])  # strictly increasing support for interp
-        curve, x = curve[moving], x[moving]
+        # a plateau (rates from spike counts step by 1 / window) stands for the middle of its
+        # values: its first point would bias every inversion low
+        curve, inv = np.unique(curve, return_inverse=True)
+        x = np.bincount(inv, weights=x) / np.bincount(inv)
         r = board_rate[:, n]
         inside = (r > curve[0] + 0.5) & (r < curve[-1] - 0.5) & (r > 1.0)
         out[inside, n] = np.exp(np.interp(r[inside], curve, x))
