@@ -44,7 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from dynacal.errors import CalibrationFailed, ParameterError
+from dynacal.errors import ParameterError
 from dynacal.layers import ChipLayers
 from dynacal.params import PARAMETERS
 from dynacal.protocols import FICurve
