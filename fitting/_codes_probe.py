@@ -110,14 +110,15 @@ class _Probe:
         return float(r.current[0])
 
     def levels(self) -> None:
-        """The mid (~40 Hz) and high (~60 % of the refractory limit) probe DCs, on DC codes."""
-        grid = np.geomspace(50e-12, 20e-9, 12)
+        """The mid (~60 Hz: a lower code of a gain still fires) and high (~60 % of the refractory
+        limit) probe DCs, on DC codes."""
+        grid = np.geomspace(50e-12, 20e-9, 27)
         med = np.nanmedian(self.sim_rates(self._fi(grid), chosen=False)[0], axis=0)
         firing = np.flatnonzero(med >= 10.0)
         if not firing.size:
             raise CalibrationFailed(f"the calibrated core {self.ctx.core} does not fire at any DC up to 20 nA in the "
                                     f"simulator; its codes cannot be read through the f-I rate.")
-        mid = grid[firing[np.argmin(np.abs(med[firing] - 40.0))]]
+        mid = grid[firing[np.argmin(np.abs(med[firing] - 60.0))]]
         refp = self.ctx.want.get("soma_refP", PARAMETERS["soma_refP"].default)
         high = grid[np.argmin(np.abs(med - 0.6 / refp))]
         high = max(high, mid * self.span ** 3)  # the two sweeps must not interleave
@@ -137,7 +138,7 @@ class _Probe:
         n = inverted.shape[1]
         count = np.isfinite(inverted).sum(axis=1)
         for k, c in enumerate(count):
-            if c < _MIN_NEURONS * n:
+            if c < max(5, _MIN_NEURONS * n):
                 raise CalibrationFailed(
                     f"{bias} at code {codes[k]}: only {int(c)} of {n} neurons gave a rate the calibrated simulator "
                     f"reaches; the code is too far from the calibration. Lower span (now {self.span}) or check the "

@@ -12,7 +12,7 @@ Method, for one core, biases in the order of the bias map (bases before gains):
 
 1. ``IF_DC_P`` first (every probe below is an f-I rate, so the DC must be known): a short
    f-I run on the board at a few DC codes around two probe levels (a mid level where the core
-   fires at ~40 Hz, a high level near 60 % of its refractory limit), inverted through the
+   fires at ~60 Hz, a high level near 60 % of its refractory limit), inverted through the
    calibrated simulator's f-I rates on a fine DC grid: the DC each code gives on this chip.
 2. Each bias that sets a requested value (``IF_TAU1_N`` leak, ``IF_THR_N`` gain at the mid
    level, ``IF_RFR_N`` refractory period at the high level): the board at ``n_codes`` codes
@@ -60,7 +60,7 @@ PROBES = {"IF_DC_P": ("fi", "both"), "IF_TAU1_N": ("fi", "mid"), "IF_THR_N": ("f
 #: CAM entries into every neuron, over the mid DC, for ``segment`` s.
 EVOKED = {"rates": (20.0, 100.0), "weight": 4, "segment": 0.6}
 _GRID = np.geomspace(0.3, 3.0, 97)  # simulated multipliers of a swept parameter (2.4 % apart)
-_MIN_NEURONS = 0.1  # fraction of a core's neurons that must be informative for a code
+_MIN_NEURONS = 0.05  # fraction of the neurons (and at least 5) that must be informative for a code
 
 
 @dataclasses.dataclass
