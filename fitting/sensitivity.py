@@ -29,6 +29,9 @@ times the step in a second run of its own (``Sensitivity.steps`` says which step
 column used): a spike feature then shows what it does over a coarser change, and a
 parameter that moves nothing at either step is insensitive.
 
+Parameters of a synapse type that no connection of the experiment uses (the f-I curve's
+synapses) cannot act: their columns are zeros and cost no candidates.
+
 Entries are taken only where the feature is finite at the point; where only one side is
 finite (a rate that stops at ``-h``), the one-sided difference is used; where it is zero at
 all three (a silent level), the entry is a valid zero. Spike features of sets the simulator
@@ -39,6 +42,7 @@ flags Euler-unstable (``Recording.unstable``) are dropped; trace features of syn
 from __future__ import annotations
 
 import logging
+import time
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -46,7 +50,7 @@ import torch
 
 from dynacal.errors import ParameterError
 from dynacal.experiment import Experiment
-from dynacal.params import PARAMETERS
+from dynacal.params import PARAMETERS, SYNAPSE_TYPES
 
 __all__ = ["Sensitivity", "sensitivity", "point_of", "LINEAR_FEATURES", "TRACE_FEATURES"]
 
@@ -137,22 +141,48 @@ def sensitivity(protocol, experiment: Experiment, point: Mapping[str, np.ndarray
     """
     if not step > 0:
         raise ParameterError(f"step = {step} must be a log step > 0, e.g. 0.1 (10 %).")
-    fine = _one_step(protocol, experiment, point, backend, step, traces, keys)
-    loose = [i for i in range(len(point)) if np.median(_norms(fine)[:, i]) < min_sensitivity]
-    if not loose or retry <= 1 or not fine.features:
-        return fine
     names = list(point)
-    coarse = _one_step(protocol, experiment, {names[i]: point[names[i]] for i in loose}, backend, step * retry,
-                       traces, keys)
+    inert = _inert(experiment, names)
+    active = [nm for nm in names if nm not in inert]  # inert columns are exact zeros, not run
+    fine = _one_step(protocol, experiment, {nm: point[nm] for nm in active}, backend, step, traces, keys)
+    loose = [i for i in range(len(active)) if np.median(_norms(fine)[:, i]) < min_sensitivity]
+    if loose and retry > 1 and fine.features:
+        fine = _retry(fine, loose, protocol, experiment, {nm: point[nm] for nm in active}, backend,
+                      step * retry, traces, keys)
+    cols = [names.index(nm) for nm in active]
+    matrix = np.zeros(fine.matrix.shape[:2] + (len(names),))
+    matrix[:, :, cols] = fine.matrix
+    steps = np.full(len(names), float(step))
+    steps[cols] = fine.steps
+    return Sensitivity(matrix, fine.valid, fine.features, fine.values, steps)
+
+
+def _retry(fine: Sensitivity, loose, protocol, experiment, point, backend, step, traces, keys) -> Sensitivity:
+    """``fine`` with the columns ``loose`` measured again at ``step``."""
+    names = list(point)
+    coarse = _one_step(protocol, experiment, {names[i]: point[names[i]] for i in loose}, backend, step, traces, keys)
     rows = [coarse.features.index(f) if f in coarse.features else -1 for f in fine.features]
     have, src = np.asarray([r >= 0 for r in rows]), [r for r in rows if r >= 0]
     matrix, valid, steps = fine.matrix.copy(), fine.valid.copy(), fine.steps.copy()
     for j, i in enumerate(loose):
         matrix[:, have, i] = coarse.matrix[:, src, j]
         matrix[:, ~have, i] = 0.0
-        steps[i] = step * retry
+        steps[i] = step
     valid[:, have] &= coarse.valid[:, src]
     return Sensitivity(matrix, valid, fine.features, fine.values, steps)
+
+
+def _inert(experiment: Experiment, names) -> set[str]:
+    """Parameters of synapse types no connection of the experiment uses: they cannot act,
+    so their columns are zeros without a run."""
+    net = experiment.network
+    used = set(np.concatenate([net.inputs.syn_type, net.recurrent.syn_type]).tolist())
+    out = set()
+    for k, syn in enumerate(SYNAPSE_TYPES):
+        if k not in used:
+            own = {f"I{syn}_tau", f"I{syn}_w0", f"alpha_{syn}", f"C{syn}"} | ({"Inmda_thr"} if syn == "nmda" else set())
+            out |= own & set(names)
+    return out
 
 
 def _norms(s: Sensitivity) -> np.ndarray:
@@ -163,11 +193,14 @@ def _norms(s: Sensitivity) -> np.ndarray:
 def _one_step(protocol, experiment, point, backend, step, traces, keys) -> Sensitivity:
     n_par = len(point)
     params = experiment.network.params(candidates(point, step))
+    t0 = time.perf_counter()
     if traces:
         rec = protocol.run_experiment(backend, experiment, params)
     else:
         rec = backend.run(experiment, params)
         rec.metadata["protocol"] = experiment.protocol or protocol.describe()
+    log.info("sensitivity of %s: %d candidates x %d conditions x %d neurons, step %g: %.2f s", protocol.name,
+             2 * n_par + 1, experiment.n_conditions, experiment.network.n_neurons, step, time.perf_counter() - t0)
     feats = protocol.features(rec)
     b, n = 2 * n_par + 1, experiment.network.n_neurons
     unstable = np.zeros((b, n), dtype=bool)
