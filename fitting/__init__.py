@@ -1,6 +1,9 @@
 """dynacal.fitting: search spaces, objectives, the Optuna and gradient fitters.
 
-Planned in the fitting issue; nothing here yet. The core never imports this package.
+The core never imports this package.
 """
 
-__all__: list[str] = []
+from .objective import DEFAULT_WEIGHTS, Objective, Score
+from .space import Parameter, SearchSpace
+
+__all__: list[str] = ["Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS"]
