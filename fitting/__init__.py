@@ -3,7 +3,10 @@
 The core never imports this package.
 """
 
+from .cache import cache_key, find_cached, latest_for_serial, store
 from .objective import DEFAULT_WEIGHTS, Objective, Score
+from .result import CalibrationResult
 from .space import Parameter, SearchSpace
 
-__all__: list[str] = ["Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS"]
+__all__: list[str] = ["Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS",
+                      "CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store"]
