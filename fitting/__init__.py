@@ -1,6 +1,9 @@
-"""dynacal.fitting: search spaces, objectives, the Optuna and gradient fitters.
+"""dynacal.fitting: targets, search spaces, objectives, the Optuna and gradient fitters.
 
-Planned in the fitting issue; nothing here yet. The core never imports this package.
+The core never imports this package.
 """
 
-__all__: list[str] = []
+from .noise import NoiseFloor, Spread, robust_loss
+from .target import Target
+
+__all__: list[str] = ["Target", "NoiseFloor", "Spread", "robust_loss"]
