@@ -4,9 +4,12 @@ The core never imports this package.
 """
 
 from .cache import cache_key, find_cached, latest_for_serial, store
+from .noise import NoiseFloor, Spread, robust_loss
 from .objective import DEFAULT_WEIGHTS, Objective, Score
 from .result import CalibrationResult
 from .space import Parameter, SearchSpace
+from .target import Target
 
 __all__: list[str] = ["Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS",
-                      "CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store"]
+                      "CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store",
+                      "Target", "NoiseFloor", "Spread", "robust_loss"]
