@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["combinations", "name_of", "rref"]
+__all__ = ["combinations", "name_of", "rref", "spectra"]
 
 _SUPPORT = 1e-3  # entries below this fraction of a vector's largest are zero (difference noise)
 _ROUND = 0.02  # an exponent within 2 % of a small rational is that rational
@@ -137,3 +137,31 @@ def name_of(exponents) -> str:
     if not den:
         return num
     return f"{num}/{den[0]}" if len(den) == 1 else f"{num}/({'*'.join(den)})"
+
+
+def spectra(S: np.ndarray, *, rtol: float, min_sensitivity: float, noise, prior: float) -> dict[str, np.ndarray]:
+    """Per-neuron singular values, rank, condition numbers, sensitive columns, posterior sd and
+    correlation of the log-parameters (``identify`` module docstring).
+
+    Args:
+        S: float (N, F, P), 0 where not valid.
+        noise: relative feature noise, a float or (F,); prior: prior sd of each ln theta.
+    """
+    n, f, p = S.shape
+    sv = np.zeros((n, p))
+    if f:
+        s = np.linalg.svd(S, compute_uv=False)
+        sv[:, :s.shape[1]] = s
+    smax = sv[:, 0]
+    rank = ((sv > rtol * smax[:, None]) & (sv >= min_sensitivity)).sum(axis=1)
+    eps = np.finfo(float).eps
+    condition = smax / np.maximum(sv[:, -1], eps * np.maximum(smax, eps))
+    s_rank = np.take_along_axis(sv, np.maximum(rank - 1, 0)[:, None], axis=1)[:, 0]
+    cond_ident = np.where(rank > 0, smax / np.where(rank > 0, s_rank, 1.0), 1.0)
+    weights = np.broadcast_to(1.0 / np.asarray(noise, dtype=np.float64) ** 2, (f,))
+    fisher = np.einsum("nfp,f,nfq->npq", S, weights, S) + np.eye(p) / prior ** 2
+    cov = np.linalg.inv(fisher)
+    sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    return {"singular_values": sv, "rank": rank, "condition": condition, "condition_identifiable": cond_ident,
+            "sensitive": np.sqrt((S ** 2).sum(axis=1)) >= min_sensitivity,
+            "uncertainty": sd, "correlation_per_neuron": cov / (sd[:, :, None] * sd[:, None, :])}

@@ -17,7 +17,8 @@ data exist:
 2. **Per neuron**: singular values of S_n, the numerical rank (singular values above
    ``max(rtol * s_max, min_sensitivity)``), the condition number s_max / s_min, and the
    posterior spread and correlation of the log-parameter estimates for a relative feature
-   noise ``noise`` and a prior of width ``prior`` (log units), ``(S^T S / noise^2 + 1 / prior^2)^-1``.
+   noise ``noise`` (or a target's measured noise floor, where larger) and a prior of width
+   ``prior`` (log units), ``(S^T S / noise^2 + 1 / prior^2)^-1``.
 3. **Unconstrained** parameters: those whose column of S is below ``min_sensitivity`` in
    most neurons (changing them by a factor e moves no feature by more than that, RMS over
    features). Each gets the protocols whose ``sensitive_to`` lists it, *checked*: such a
@@ -49,17 +50,15 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from dynacal.errors import ParameterError, unknown_name
-from dynacal.params import PARAMETERS
+from dynacal.params import PARAMETERS, SYNAPSE_TYPES
 
 from . import _nullspace
-from .sensitivity import Sensitivity, point_of, sensitivity
+from .sensitivity import SKIP, Sensitivity, point_of, sensitivity, suggest_protocols
 
-__all__ = ["Combination", "Identifiability", "Matrix", "identifiability", "identifiable_space"]
+__all__ = ["Combination", "Identifiability", "Matrix", "identifiability", "identifiable_space", "partners"]
 
 log = logging.getLogger(__name__)
 
-#: Protocols never analysed by default: held-out validation and generic imported features.
-_SKIP = ("heldout", "recorded")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +107,8 @@ class Identifiability:
     """What the protocols constrain, per neuron (module docstring).
 
     Attributes:
-        parameters: the P analysed parameter names.
+        parameters: the P analysed parameter names (``requested`` first, then partners).
+        requested: the parameters asked for (the only ones ``unconstrained`` can name).
         protocols: the protocols analysed.
         features: the F feature labels (rows of ``sensitivity``).
         point: name -> float (N,), the point (SI).
@@ -127,6 +127,7 @@ class Identifiability:
     """
 
     parameters: list[str]
+    requested: list[str]
     protocols: list[str]
     features: list[str]
     point: dict[str, np.ndarray]
@@ -178,8 +179,10 @@ class Identifiability:
         lines = []
         for name, fixes in self.unconstrained.items():
             if fixes:
+                which = " or ".join(f"{f} (with other settings, e.g. its defaults)" if f in self.protocols else f
+                                    for f in fixes)
                 line = (f"{name} is not constrained by {used} (no feature moves when it changes); add the "
-                        f"{' or '.join(fixes)} protocol to constrain it, or leave it out of the fit.")
+                        f"{which} protocol to constrain it, or leave it out of the fit.")
             else:
                 line = (f"{name} is not constrained by {used}, and no dynacal protocol constrains it; leave it "
                         f"out of the fit (it stays at its value).")
@@ -196,7 +199,8 @@ class Identifiability:
         (N, F, P) sensitivity is in :meth:`arrays`)."""
         frac = self.sensitive.mean(axis=0)
         return {
-            "parameters": list(self.parameters), "protocols": list(self.protocols),
+            "parameters": list(self.parameters), "requested": list(self.requested),
+            "protocols": list(self.protocols),
             "features": list(self.features), "settings": dict(self.settings),
             "rank": {"median": float(np.median(self.rank)), "min": int(self.rank.min()),
                      "per_neuron": self.rank.tolist()},
@@ -222,7 +226,8 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
                     protocols: Sequence[str] | None = None, traces: bool | None = None, step: float = 0.1,
                     retry: float = 4.0,
                     rtol: float = 1e-3, min_sensitivity: float = 0.05, noise: float = 0.02, prior: float = 1.0,
-                    check: Mapping | bool = True, check_neurons: int = 4) -> Identifiability:
+                    check: Mapping | bool = True, check_neurons: int = 4,
+                    with_partners: bool | None = None) -> Identifiability:
     """Which parameters (and combinations) the protocols of ``source`` constrain, per neuron.
 
     Args:
@@ -242,6 +247,9 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
             with their default settings; a mapping name -> Protocol: those settings; False:
             name them from ``sensitive_to`` only.
         check_neurons: neurons used for that check.
+        with_partners: also analyse each requested bias's partners (:func:`partners`), so
+            that the combinations a fit of the bias stands for are found and reported
+            (never warned about); None: for a SearchSpace, not for names.
 
     Returns:
         :class:`Identifiability`; call ``.warn()`` to log what is unconstrained.
@@ -253,7 +261,10 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
     from dynacal import get_backend  # noqa: PLC0415  (the core's registry, lazily)
 
     t0 = time.perf_counter()
-    names = _names(space_or_names)
+    requested = _names(space_or_names)
+    is_space = hasattr(space_or_names, "core")
+    names = requested + [m for m in partners(requested) if m not in requested] \
+        if (is_space if with_partners is None else with_partners) else requested
     runs = _runs(source, protocols, traces)
     network = runs[0][1].network
     point = point_of(network, names, at)
@@ -261,17 +272,30 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
     parts = [sensitivity(proto, exp, point, backend=be, step=step, traces=tr, keys=keys, retry=retry,
                          min_sensitivity=min_sensitivity) for proto, exp, tr, keys in runs]
     sens = _join(parts, network.n_neurons, len(names))
-    result = _analyse(sens, names, point, rtol=rtol, min_sensitivity=min_sensitivity, noise=noise, prior=prior)
+    levels = _noise_levels(source, [r[0].name for r in runs], noise)
+    row_noise = np.concatenate([np.full(len(s.features), levels[r[0].name]) for r, s in zip(runs, parts)])
+    result = _analyse(sens, names, point, rtol=rtol, min_sensitivity=min_sensitivity, noise=row_noise,
+                      prior=prior)
     used = [r[0].name for r in runs]
-    result["unconstrained"] = _suggest(result["sensitive"], names, used, network, point, be, step=step, retry=retry,
-                                       min_sensitivity=min_sensitivity, check=check, n_check=check_neurons,
-                                       traces=any(r[2] for r in runs))
-    settings = {"step": step, "retry": retry, "steps": {r[0].name: dict(zip(names, s.steps.tolist()))
-                                                         for r, s in zip(runs, parts)}, "rtol": rtol, "min_sensitivity": min_sensitivity, "noise": noise, "prior": prior,
-                "traces": {r[0].name: bool(r[2]) for r in runs}, "n_neurons": network.n_neurons,
-                "wall_s": round(time.perf_counter() - t0, 3)}
-    return Identifiability(parameters=list(names), protocols=used, features=sens.features, point=point,
+    result["unconstrained"] = suggest_protocols(
+        result["sensitive"][:, :len(requested)], requested, {r[0].name: r[0] for r in runs}, network, point, be, step=step, retry=retry, min_sensitivity=min_sensitivity,
+        check=check, n_check=check_neurons, traces=any(r[2] for r in runs))
+    settings = {"step": step, "retry": retry, "rtol": rtol, "min_sensitivity": min_sensitivity, "noise": noise,
+                "prior": prior, "noise_by_protocol": levels, "traces": {r[0].name: bool(r[2]) for r in runs},
+                "steps": {r[0].name: dict(zip(names, s.steps.tolist())) for r, s in zip(runs, parts)},
+                "n_neurons": network.n_neurons, "wall_s": round(time.perf_counter() - t0, 3)}
+    return Identifiability(parameters=list(names), requested=list(requested), protocols=used, features=sens.features, point=point,
                            sensitivity=sens.matrix, valid=sens.valid, settings=settings, **result)
+
+
+def partners(names: Sequence[str]) -> list[str]:
+    """The parameters no bias sets that act with a requested bias only through a product or
+    ratio (calibration.md): ``I_X_w0`` -> ``alpha_X``, ``I_X_tau`` -> ``C_X``, the soma's
+    and adaptation's leaks -> their capacitances, ``Isoma_ahp_w`` -> ``alpha_ahp``."""
+    pairs = {"Isoma_dpi_tau": "Csoma_mem", "Isoma_ahp_tau": "Csoma_ahp", "Isoma_ahp_w": "alpha_ahp"}
+    for syn in SYNAPSE_TYPES:
+        pairs[f"I{syn}_w0"], pairs[f"I{syn}_tau"] = f"alpha_{syn}", f"C{syn}"
+    return list(dict.fromkeys(pairs[n] for n in names if n in pairs))
 
 
 def _names(space_or_names) -> list[str]:
@@ -321,7 +345,7 @@ def _runs(source, protocols, traces) -> list[tuple]:
                 raise unknown_name("protocol", p, PROTOCOLS)
         runs = [r for r in runs if r[0].name in protocols]
     else:
-        runs = [r for r in runs if r[0].name not in _SKIP]
+        runs = [r for r in runs if r[0].name not in SKIP]
     if not runs:
         raise ParameterError(f"no protocol to analyse in the source (protocols={protocols}); give the "
                              f"experiments or recordings of e.g. 'fi' and 'kernels'.")
@@ -332,6 +356,20 @@ def _runs(source, protocols, traces) -> list[tuple]:
             raise ParameterError(f"the {proto.name} experiment holds other neurons than the "
                                  f"{runs[0][0].name} one; build every experiment on the same neurons.")
     return runs
+
+
+def _noise_levels(source, protocols, noise: float) -> dict[str, float]:
+    """Relative feature noise per protocol: ``noise``, or a target's measured noise floor
+    (``NoiseFloor.level``) where that is larger."""
+    floor = getattr(source, "noise", None)
+    out = {}
+    for name in protocols:
+        level = noise
+        if floor is not None and name in getattr(floor, "spreads", {}):
+            measured = floor.level(name)
+            level = max(noise, measured) if np.isfinite(measured) else noise
+        out[name] = float(level)
+    return out
 
 
 def _join(parts: Sequence[Sensitivity], n: int, p: int) -> Sensitivity:
@@ -347,27 +385,11 @@ def _join(parts: Sequence[Sensitivity], n: int, p: int) -> Sensitivity:
 def _analyse(sens: Sensitivity, names, point, *, rtol, min_sensitivity, noise, prior) -> dict:
     """Per-neuron spectra, posterior spread and correlation, and the combinations."""
     S = np.where(sens.valid[..., None], sens.matrix, 0.0)  # (N, F, P)
-    n, _, p = S.shape
-    sv = np.zeros((n, p))
-    if S.shape[1]:
-        s = np.linalg.svd(S, compute_uv=False)
-        sv[:, :s.shape[1]] = s
-    smax = sv[:, :1]
-    rank = ((sv > rtol * smax) & (sv >= min_sensitivity)).sum(axis=1)
-    eps = np.finfo(float).eps
-    condition = smax[:, 0] / np.maximum(sv[:, -1], eps * np.maximum(smax[:, 0], eps))
-    s_rank = np.take_along_axis(sv, np.maximum(rank - 1, 0)[:, None], axis=1)[:, 0]
-    cond_ident = np.where(rank > 0, smax[:, 0] / np.where(rank > 0, s_rank, 1.0), 1.0)
-    sensitive = np.sqrt((S ** 2).sum(axis=1)) >= min_sensitivity  # (N, P)
-    fisher = np.einsum("nfp,nfq->npq", S, S) / noise ** 2 + np.eye(p) / prior ** 2
-    cov = np.linalg.inv(fisher)
-    sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
-    corr = cov / (sd[:, :, None] * sd[:, None, :])
-    combos = _nullspace.combinations(S, sensitive, names, rtol=rtol)
-    combinations = [_combination(expo, count / n, point) for expo, count in combos if count >= 0.5 * n]
-    return {"singular_values": sv, "rank": rank, "condition": condition, "condition_identifiable": cond_ident,
-            "sensitive": sensitive,
-            "uncertainty": sd, "correlation_per_neuron": corr, "combinations": combinations}
+    out = _nullspace.spectra(S, rtol=rtol, min_sensitivity=min_sensitivity, noise=noise, prior=prior)
+    combos = _nullspace.combinations(S, out["sensitive"], names, rtol=rtol)
+    n = S.shape[0]
+    out["combinations"] = [_combination(expo, count / n, point) for expo, count in combos if count >= 0.5 * n]
+    return out
 
 
 _BIAS = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
@@ -380,54 +402,18 @@ def _keep_order(name: str) -> tuple:
 
 
 def _combination(exponents: tuple, fraction: float, point) -> Combination:
-    expo = dict(exponents)
+    """A Combination in a canonical form: members in table order, the kept member's power > 0."""
+    table = list(PARAMETERS)
+    expo = dict(sorted(exponents, key=lambda item: table.index(item[0])))
+    keep = min(expo, key=_keep_order)
+    if expo[keep] < 0:
+        expo = {k: -v for k, v in expo.items()}
     exact = all(isinstance(e, Fraction) for e in expo.values())
     values = np.ones_like(next(iter(point.values())))
     for name, e in expo.items():
         values = values * point[name] ** float(e)
-    keep = min(expo, key=_keep_order)
     return Combination(_nullspace.name_of(expo), {k: float(v) for k, v in expo.items()}, values, float(fraction),
                        exact, keep, tuple(k for k in expo if k != keep))
-
-
-def _suggest(sensitive, names, used, network, point, backend, *, step, retry, min_sensitivity, check, n_check,
-             traces) -> dict[str, tuple[str, ...]]:
-    """Unconstrained parameter -> protocols that would constrain it: with ``check``, every
-    protocol of the lab order not yet used, run on a few neurons, named where its features
-    move with the parameter (a disagreement with its ``sensitive_to`` is logged); without,
-    the protocols whose ``sensitive_to`` lists it."""
-    from dynacal.protocols import ORDER, PROTOCOLS  # noqa: PLC0415
-
-    loose = [nm for i, nm in enumerate(names) if sensitive[:, i].mean() < 0.5]
-    others = [c for c in ORDER if c not in used and c not in _SKIP]
-    if not loose:
-        return {}
-    if check is False:
-        return {nm: tuple(c for c in others if nm in PROTOCOLS[c].sensitive_to) for nm in loose}
-    given = check if isinstance(check, Mapping) else {}
-    sub = _subset(network, n_check)
-    asked = {nm: point[nm][:sub.n_neurons] for nm in loose}
-    confirmed: dict[str, list[str]] = {nm: [] for nm in loose}
-    for name in others:
-        proto = given.get(name) or PROTOCOLS[name]()
-        s = sensitivity(proto, proto.experiment(sub), asked, backend=backend, step=step, traces=traces,
-                        retry=retry, min_sensitivity=min_sensitivity)
-        norms = np.sqrt((np.where(s.valid[..., None], s.matrix, 0.0) ** 2).sum(axis=1))  # (n, U)
-        for j, nm in enumerate(asked):
-            moves = bool(np.median(norms[:, j]) >= min_sensitivity)
-            if moves:
-                confirmed[nm].append(name)
-            if moves != (nm in proto.sensitive_to):
-                log.debug("%s %s %s in sensitive_to, but its features %s with it here", name,
-                          "lists" if not moves else "does not list", nm, "move" if moves else "do not move")
-    return {nm: tuple(v) for nm, v in confirmed.items()}
-
-
-def _subset(network, k: int):
-    """The first ``k`` neurons of ``network`` (with their core biases and per-neuron values)."""
-    k = max(1, min(int(k), network.n_neurons))
-    return dataclasses.replace(network, core=network.core[:k], neuron_id=network.neuron_id[:k],
-                               neuron_values={nm: np.asarray(v)[:k] for nm, v in network.neuron_values.items()})
 
 
 def identifiable_space(space, ident: Identifiability, *, log_changes: bool = True):

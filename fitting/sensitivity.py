@@ -41,6 +41,7 @@ flags Euler-unstable (``Recording.unstable``) are dropped; trace features of syn
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Mapping, NamedTuple, Sequence
@@ -52,10 +53,13 @@ from dynacal.errors import ParameterError
 from dynacal.experiment import Experiment
 from dynacal.params import PARAMETERS, SYNAPSE_TYPES
 
-__all__ = ["Sensitivity", "sensitivity", "point_of", "LINEAR_FEATURES", "TRACE_FEATURES"]
+__all__ = ["Sensitivity", "sensitivity", "point_of", "suggest_protocols", "subset", "LINEAR_FEATURES",
+           "TRACE_FEATURES", "SKIP"]
 
 log = logging.getLogger(__name__)
 
+#: Protocols never analysed by default: held-out validation and generic imported features.
+SKIP = ("heldout", "recorded")
 #: Feature-name prefixes read on a linear scale (they change sign or count a few spikes).
 LINEAR_FEATURES = ("evoked_",)
 #: protocol -> feature-name prefixes computed from synapse traces (valid where the soma is unstable).
@@ -257,3 +261,51 @@ def _differences(x: np.ndarray, step: float, *, linear: bool) -> tuple[np.ndarra
     valid = (ok0 & usable.all(axis=0)) | zero
     d[:, zero] = 0.0
     return d.T, valid
+
+
+def suggest_protocols(sensitive, names, used: Mapping, network, point, backend, *, step, retry, min_sensitivity,
+                      check, n_check, traces) -> dict[str, tuple[str, ...]]:
+    """Unconstrained parameter -> protocols that would constrain it.
+
+    Args:
+        sensitive: bool (N, P) of the analysis; a parameter sensitive in fewer than half the
+            neurons is unconstrained.
+        names, point: the P parameter names and their values (N,).
+        used: name -> Protocol analysed (a used protocol is a candidate again only with
+            other settings: its defaults, or those in ``check``).
+        check: True / a mapping name -> Protocol: every candidate protocol of the lab order
+            runs on ``n_check`` neurons and is named where its features move with the
+            parameter (a disagreement with its ``sensitive_to`` is logged); False: the
+            candidates whose ``sensitive_to`` lists it.
+    """
+    from dynacal.protocols import ORDER, PROTOCOLS  # noqa: PLC0415
+
+    loose = [nm for i, nm in enumerate(names) if sensitive[:, i].mean() < 0.5]
+    given = check if isinstance(check, Mapping) else {}
+    others = {c: given.get(c) or PROTOCOLS[c]() for c in ORDER if c not in SKIP}
+    others = {c: proto for c, proto in others.items() if used.get(c) != proto}
+    if not loose:
+        return {}
+    if check is False:
+        return {nm: tuple(c for c in others if nm in PROTOCOLS[c].sensitive_to) for nm in loose}
+    sub = subset(network, n_check)
+    asked = {nm: point[nm][:sub.n_neurons] for nm in loose}
+    confirmed: dict[str, list[str]] = {nm: [] for nm in loose}
+    for name, proto in others.items():
+        s = sensitivity(proto, proto.experiment(sub), asked, backend=backend, step=step, traces=traces,
+                        retry=retry, min_sensitivity=min_sensitivity)
+        for j, nm in enumerate(asked):
+            moves = bool(np.median(_norms(s)[:, j]) >= min_sensitivity)
+            if moves:
+                confirmed[nm].append(name)
+            if moves != (nm in proto.sensitive_to):
+                log.debug("%s %s %s in sensitive_to, but its features %s with it here", name,
+                          "does not list" if moves else "lists", nm, "move" if moves else "do not move")
+    return {nm: tuple(v) for nm, v in confirmed.items()}
+
+
+def subset(network, k: int):
+    """The first ``k`` neurons of ``network`` (with their core biases and per-neuron values)."""
+    k = max(1, min(int(k), network.n_neurons))
+    return dataclasses.replace(network, core=network.core[:k], neuron_id=network.neuron_id[:k],
+                               neuron_values={nm: np.asarray(v)[:k] for nm, v in network.neuron_values.items()})

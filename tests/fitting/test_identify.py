@@ -15,9 +15,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from dynacal import get_backend
 from dynacal.errors import ParameterError
-from dynacal.fitting import _nullspace
-from dynacal.fitting.identify import identifiability
+from dynacal.fitting import SearchSpace, Target, _nullspace
+from dynacal.fitting.identify import identifiability, identifiable_space
 from dynacal.protocols import FICurve, RateTransfer, SynapticKernels, layout
 
 FI = FICurve(levels=tuple(np.geomspace(200e-12, 5e-9, 6)), duration=0.2, settle=0.05)
@@ -104,21 +105,17 @@ def test_per_neuron_results_follow_the_mismatch(both):
     np.testing.assert_allclose(both.point["Isoma_dpi_tau"], np.geomspace(3e-12, 8e-12, 4))
 
 
-def test_spike_only_recordings_still_find_the_product():
-    """A target without traces (the board): the kernels' latency and evoked spikes only."""
-    from dynacal import get_backend  # noqa: PLC0415
-
-    rec = KERNELS.run(get_backend("torch"), "core0:4")
-    rec_spikes = KERNELS.run(_SpikesOnly(), "core0:4")
-    assert rec.traces and not rec_spikes.traces
-
-    class Recordings:  # what identifiability reads of a Target
-        recordings = {"kernels": rec_spikes}
-
-    ident = identifiability(Recordings(), ["alpha_ampa", "Iampa_w0", "Isoma_dpi_tau"], check=False)
+def test_spike_only_target_still_finds_the_product():
+    """A target without traces (as the board records): the kernels' latency and evoked spikes only."""
+    rec = KERNELS.run(_SpikesOnly(), "core0:4")
+    assert not rec.traces
+    target = Target(recordings={"kernels": rec}, source="spikes-only")
+    ident = identifiability(target, ["alpha_ampa", "Iampa_w0", "Isoma_dpi_tau"], check=False)
     assert ident.settings["traces"] == {"kernels": False}
-    assert not any("amplitude" in f or "tau_" in f for f in ident.features)
+    assert ident.features and not any("amplitude" in f or "tau_" in f for f in ident.features)
     assert _combination(ident, "alpha_ampa*Iampa_w0").neurons == 1.0
+    # a latency moves by whole steps: the synapse was measured at the coarse step
+    assert ident.settings["steps"]["kernels"]["Iampa_w0"] == pytest.approx(0.4)
 
 
 class _SpikesOnly:
@@ -127,11 +124,31 @@ class _SpikesOnly:
     name, records_traces = "spikes-only", False
 
     def __init__(self):
-        from dynacal import get_backend  # noqa: PLC0415
         self._torch = get_backend("torch")
 
     def run(self, experiment, params=None, **kwargs):
         return self._torch.run(experiment, params)
+
+
+def test_a_fit_of_the_default_space_runs_on_identifiable_combinations():
+    """SearchSpace.default of a target with traces, through identifiable_space."""
+    be = get_backend("torch")
+    target = Target(recordings={"fi": FI.run(be, "core0:4"), "kernels": KERNELS.run(be, "core0:4")},
+                    source="torch")
+    space = SearchSpace.default(target)
+    ident = identifiability(target, space, check=False)
+    assert "Campa" in ident.parameters and "Campa" not in ident.requested  # a partner, analysed
+    names = {c.name for c in ident.combinations}
+    assert {"alpha_ampa*Iampa_w0", "Iampa_tau/Campa"} <= names
+    assert set(ident.unconstrained) <= set(ident.requested)
+    reduced = identifiable_space(space, ident)
+    assert set(reduced.core) == set(space.core) - set(ident.fixed)
+    assert "Iampa_w0" in reduced.core and "Iampa_tau" in reduced.core
+    if "alpha_ampa" in space.core:  # a bias sets it on the chip: the space has it, the fit holds it
+        assert "alpha_ampa" not in reduced.core
+    for comb in ident.combinations:  # at most one member of each combination is left to fit
+        assert sum(m in reduced.core for m in comb.exponents) <= 1
+        assert sum(m in reduced.mismatch for m in comb.exponents) <= 1
 
 
 def test_to_dict_is_json_and_the_matrix_has_its_labels(both):
