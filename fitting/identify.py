@@ -53,7 +53,7 @@ from dynacal.errors import ParameterError, unknown_name
 from dynacal.params import PARAMETERS, SYNAPSE_TYPES
 
 from . import _nullspace
-from .sensitivity import SKIP, Sensitivity, point_of, sensitivity, suggest_protocols
+from .sensitivity import Sensitivity, join, noise_levels, point_of, runs_of, sensitivity, suggest_protocols
 
 __all__ = ["Combination", "Identifiability", "Matrix", "identifiability", "identifiable_space", "partners"]
 
@@ -82,6 +82,21 @@ class Combination:
     exact: bool
     keep: str
     fixed: tuple[str, ...]
+
+    def value_of(self, values: Mapping[str, Any]) -> np.ndarray:
+        """The combination at other parameter values (e.g. a fit's per-neuron table):
+        ``prod values[name] ** power``; ``values`` name -> float or (N,) SI.
+
+        Raises:
+            ParameterError: a member missing from ``values``.
+        """
+        missing = [m for m in self.exponents if m not in values]
+        if missing:
+            raise ParameterError(f"{self.name} needs {missing}; give every member's value (SI).")
+        out = np.ones(())
+        for name, power in self.exponents.items():
+            out = out * np.asarray(values[name], dtype=np.float64) ** power
+        return out
 
     def to_dict(self) -> dict:
         """JSON-able (the CalibrationResult's ``combinations``)."""
@@ -265,14 +280,14 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
     is_space = hasattr(space_or_names, "core")
     names = requested + [m for m in partners(requested) if m not in requested] \
         if (is_space if with_partners is None else with_partners) else requested
-    runs = _runs(source, protocols, traces)
+    runs = runs_of(source, protocols, traces)
     network = runs[0][1].network
     point = point_of(network, names, at)
     be = get_backend(backend)
     parts = [sensitivity(proto, exp, point, backend=be, step=step, traces=tr, keys=keys, retry=retry,
                          min_sensitivity=min_sensitivity) for proto, exp, tr, keys in runs]
-    sens = _join(parts, network.n_neurons, len(names))
-    levels = _noise_levels(source, [r[0].name for r in runs], noise)
+    sens = join(parts, network.n_neurons, len(names))
+    levels = noise_levels(source, [r[0].name for r in runs], noise)
     row_noise = np.concatenate([np.full(len(s.features), levels[r[0].name]) for r, s in zip(runs, parts)])
     result = _analyse(sens, names, point, rtol=rtol, min_sensitivity=min_sensitivity, noise=row_noise,
                       prior=prior)
@@ -312,74 +327,6 @@ def _names(space_or_names) -> list[str]:
         if name not in PARAMETERS:
             raise unknown_name("parameter", name, PARAMETERS)
     return names
-
-
-def _runs(source, protocols, traces) -> list[tuple]:
-    """(protocol, experiment, traces, feature keys or None) per analysed protocol."""
-    from dynacal.experiment import Experiment  # noqa: PLC0415
-    from dynacal.protocols import PROTOCOLS, get_protocol  # noqa: PLC0415
-
-    if isinstance(source, Experiment):
-        source = {source.name: source}
-    runs = []
-    if hasattr(source, "recordings"):  # a Target: what its recordings hold
-        for name, rec in source.recordings.items():
-            proto = get_protocol(rec)
-            feats = proto.features(rec)
-            keys = [k for k, v in feats.items() if np.isfinite(np.asarray(v, dtype=float)).any()]
-            runs.append((proto, rec.experiment, bool(rec.traces) if traces is None else traces, keys))
-    elif isinstance(source, Mapping):
-        for name, exp in source.items():
-            if not isinstance(exp, Experiment):
-                raise ParameterError(f"source[{name!r}] is a {type(exp).__name__}; give Experiments "
-                                     f"(get_protocol({name!r}).experiment('core0')) or a Target.")
-            if not exp.protocol:
-                raise ParameterError(f"experiment {name!r} names no protocol; build it with "
-                                     f"get_protocol(name).experiment(...) so its features can be read.")
-            runs.append((get_protocol(exp.protocol), exp, True if traces is None else traces, None))
-    else:
-        raise ParameterError(f"source is a {type(source).__name__}; give a Target, or {{name: Experiment}}.")
-    if protocols is not None:
-        for p in protocols:
-            if p not in PROTOCOLS:
-                raise unknown_name("protocol", p, PROTOCOLS)
-        runs = [r for r in runs if r[0].name in protocols]
-    else:
-        runs = [r for r in runs if r[0].name not in SKIP]
-    if not runs:
-        raise ParameterError(f"no protocol to analyse in the source (protocols={protocols}); give the "
-                             f"experiments or recordings of e.g. 'fi' and 'kernels'.")
-    first = runs[0][1].network
-    for proto, exp, _, _ in runs[1:]:
-        net = exp.network
-        if not (np.array_equal(net.core, first.core) and np.array_equal(net.neuron_id, first.neuron_id)):
-            raise ParameterError(f"the {proto.name} experiment holds other neurons than the "
-                                 f"{runs[0][0].name} one; build every experiment on the same neurons.")
-    return runs
-
-
-def _noise_levels(source, protocols, noise: float) -> dict[str, float]:
-    """Relative feature noise per protocol: ``noise``, or a target's measured noise floor
-    (``NoiseFloor.level``) where that is larger."""
-    floor = getattr(source, "noise", None)
-    out = {}
-    for name in protocols:
-        level = noise
-        if floor is not None and name in getattr(floor, "spreads", {}):
-            measured = floor.level(name)
-            level = max(noise, measured) if np.isfinite(measured) else noise
-        out[name] = float(level)
-    return out
-
-
-def _join(parts: Sequence[Sensitivity], n: int, p: int) -> Sensitivity:
-    if not any(s.features for s in parts):
-        return Sensitivity(np.zeros((n, 0, p)), np.zeros((n, 0), bool), [], np.zeros((n, 0)), np.zeros(p))
-    keep = [s for s in parts if s.features]
-    return Sensitivity(np.concatenate([s.matrix for s in keep], axis=1),
-                       np.concatenate([s.valid for s in keep], axis=1),
-                       [f for s in keep for f in s.features], np.concatenate([s.values for s in keep], axis=1),
-                       np.max([s.steps for s in keep], axis=0))
 
 
 def _analyse(sens: Sensitivity, names, point, *, rtol, min_sensitivity, noise, prior) -> dict:

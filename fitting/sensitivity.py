@@ -49,11 +49,12 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from dynacal.errors import ParameterError
+from dynacal.errors import ParameterError, unknown_name
 from dynacal.experiment import Experiment
 from dynacal.params import PARAMETERS, SYNAPSE_TYPES
 
-__all__ = ["Sensitivity", "sensitivity", "point_of", "suggest_protocols", "subset", "LINEAR_FEATURES",
+__all__ = ["Sensitivity", "sensitivity", "point_of", "suggest_protocols", "subset", "runs_of", "join",
+           "noise_levels", "LINEAR_FEATURES",
            "TRACE_FEATURES", "SKIP"]
 
 log = logging.getLogger(__name__)
@@ -309,3 +310,80 @@ def subset(network, k: int):
     k = max(1, min(int(k), network.n_neurons))
     return dataclasses.replace(network, core=network.core[:k], neuron_id=network.neuron_id[:k],
                                neuron_values={nm: np.asarray(v)[:k] for nm, v in network.neuron_values.items()})
+
+
+def runs_of(source, protocols, traces) -> list[tuple]:
+    """What to run for ``source`` (``identify.identifiability``): per analysed protocol,
+    (protocol, experiment, traces, feature keys or None). A Target gives its recordings'
+    protocols with their recorded settings, the traces they hold and the features they
+    give; experiments give their own protocol, traces unless ``traces`` is False.
+
+    Raises:
+        ParameterError: an empty or unknown source, unknown protocol names, neurons that
+            differ between experiments.
+    """
+    from dynacal.experiment import Experiment  # noqa: PLC0415
+    from dynacal.protocols import PROTOCOLS, get_protocol  # noqa: PLC0415
+
+    if isinstance(source, Experiment):
+        source = {source.name: source}
+    runs = []
+    if hasattr(source, "recordings"):  # a Target: what its recordings hold
+        for name, rec in source.recordings.items():
+            proto = get_protocol(rec)
+            feats = proto.features(rec)
+            keys = [k for k, v in feats.items() if np.isfinite(np.asarray(v, dtype=float)).any()]
+            runs.append((proto, rec.experiment, bool(rec.traces) if traces is None else traces, keys))
+    elif isinstance(source, Mapping):
+        for name, exp in source.items():
+            if not isinstance(exp, Experiment):
+                raise ParameterError(f"source[{name!r}] is a {type(exp).__name__}; give Experiments "
+                                     f"(get_protocol({name!r}).experiment('core0')) or a Target.")
+            if not exp.protocol:
+                raise ParameterError(f"experiment {name!r} names no protocol; build it with "
+                                     f"get_protocol(name).experiment(...) so its features can be read.")
+            runs.append((get_protocol(exp.protocol), exp, True if traces is None else traces, None))
+    else:
+        raise ParameterError(f"source is a {type(source).__name__}; give a Target, or {{name: Experiment}}.")
+    if protocols is not None:
+        for p in protocols:
+            if p not in PROTOCOLS:
+                raise unknown_name("protocol", p, PROTOCOLS)
+        runs = [r for r in runs if r[0].name in protocols]
+    else:
+        runs = [r for r in runs if r[0].name not in SKIP]
+    if not runs:
+        raise ParameterError(f"no protocol to analyse in the source (protocols={protocols}); give the "
+                             f"experiments or recordings of e.g. 'fi' and 'kernels'.")
+    first = runs[0][1].network
+    for proto, exp, _, _ in runs[1:]:
+        net = exp.network
+        if not (np.array_equal(net.core, first.core) and np.array_equal(net.neuron_id, first.neuron_id)):
+            raise ParameterError(f"the {proto.name} experiment holds other neurons than the "
+                                 f"{runs[0][0].name} one; build every experiment on the same neurons.")
+    return runs
+
+
+def noise_levels(source, protocols, noise: float) -> dict[str, float]:
+    """Relative feature noise per protocol: ``noise``, or a target's measured noise floor
+    (``NoiseFloor.level``) where that is larger."""
+    floor = getattr(source, "noise", None)
+    out = {}
+    for name in protocols:
+        level = noise
+        if floor is not None and name in getattr(floor, "spreads", {}):
+            measured = floor.level(name)
+            level = max(noise, measured) if np.isfinite(measured) else noise
+        out[name] = float(level)
+    return out
+
+
+def join(parts: Sequence[Sensitivity], n: int, p: int) -> Sensitivity:
+    """The protocols' sensitivities as one (N, sum F, P)."""
+    if not any(s.features for s in parts):
+        return Sensitivity(np.zeros((n, 0, p)), np.zeros((n, 0), bool), [], np.zeros((n, 0)), np.zeros(p))
+    keep = [s for s in parts if s.features]
+    return Sensitivity(np.concatenate([s.matrix for s in keep], axis=1),
+                       np.concatenate([s.valid for s in keep], axis=1),
+                       [f for s in keep for f in s.features], np.concatenate([s.values for s in keep], axis=1),
+                       np.max([s.steps for s in keep], axis=0))

@@ -97,6 +97,9 @@ def test_per_neuron_results_follow_the_mismatch(both):
     product = _combination(both, "alpha_ampa*Iampa_w0")
     w0 = np.geomspace(50e-12, 200e-12, 4)
     np.testing.assert_allclose(product.values, 4.0 * w0, rtol=1e-12)
+    np.testing.assert_allclose(product.value_of({"alpha_ampa": 2.0, "Iampa_w0": w0}), 2.0 * w0)
+    with pytest.raises(ParameterError, match="alpha_ampa"):
+        product.value_of({"Iampa_w0": w0})
     # leak differs per neuron: so does the f-I curve's sensitivity to it
     leak = both.parameters.index("Isoma_dpi_tau")
     rates = [k for k, f in enumerate(both.features) if f.startswith("fi.rate[")]
