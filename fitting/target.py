@@ -40,10 +40,11 @@ import numpy as np
 from dynacal._outdir import MANIFEST, file_hash
 from dynacal.chip import Network
 from dynacal.errors import DynacalError, ParameterError, RecordingError
-from dynacal.protocols import Protocol, Recorded, get_protocol, layout
+from dynacal.protocols import ORDER, Protocol, Recorded, get_protocol, layout
 from dynacal.recording import Recording
 
 from ._subset import describe_neurons, neuron_keys, subset_recording, triples
+from ._measure import NOISE_FILE
 from .noise import NoiseFloor
 
 __all__ = ["Target", "RECORDING_SUFFIXES", "IGNORED"]
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 #: Files that hold recordings.
 RECORDING_SUFFIXES = (".h5", ".npz")
 #: Files a dynacal run writes beside its recordings; skipped (glob patterns).
-IGNORED = (MANIFEST, "features.csv", "noise.json", "*.png", "*.svg", "*.html", "*.log", ".*")
+IGNORED = (MANIFEST, "features.csv", NOISE_FILE, "*.png", "*.svg", "*.html", "*.log", ".*")
 _REPEAT = re.compile(r"^(?P<stem>.+)\.r(?P<k>\d+)$")
 
 
@@ -210,6 +211,38 @@ class Target:
                    repeats=repeats, noise=NoiseFloor.from_target_repeats(repeats),
                    hashes={p.name: file_hash(p) for p in paths},
                    files={k: [p for p, _ in v] for k, v in groups.items()})
+
+
+    @classmethod
+    def measure(cls, backend, neurons: Any = "core0", protocols: Sequence = ORDER, *, out: str | os.PathLike,
+                repeats: int = 3, progress: bool = True, tolerance: float = 0.02, noise_protocol: str = "fi",
+                heldout: Sequence[str] = ("heldout",), mode: str = "resume") -> "Target":
+        """Measure the lab protocols on ``backend``, save them into ``out``, and load them.
+
+        The noise protocol runs ``repeats`` times first; its noise floor decides how often
+        the others run (``ceil((level / tolerance)^2)``, 1..repeats); every recording is
+        saved atomically as it is made, and a second call with the same options measures
+        only what is missing (:mod:`._measure` documents the rule and the file names).
+
+        Args:
+            backend: a backend or its name (``"twin:7"``, ``"board"``, ``"torch"``, ``"replay:DIR"``).
+            neurons: the neurons to measure (``"core0"``, ``"core0:64"``, ``"chip0"``).
+            protocols: names or Protocol objects (their settings), run in ``protocols.ORDER``.
+            out: the target folder (created).
+            repeats: measurements of the noise protocol (and the most of any other); 1 = no floor.
+            progress: show a tqdm bar (one step per measurement) on stderr.
+            tolerance: the relative noise (fraction) below which one measurement is enough.
+            noise_protocol: the protocol the floor is measured with (the first one if absent).
+            heldout: the protocols kept apart in ``target.heldout``.
+            mode: ``"resume"`` (reuse this run's intact files), ``"new"`` or ``"overwrite"``.
+
+        Raises:
+            ParameterError: bad repeats or tolerance, no protocol or one twice, or a folder
+                that holds another run (``mode`` says what to do).
+        """
+        from ._measure import measure
+        return measure(cls, backend, neurons, protocols, out=out, repeats=repeats, progress=progress,
+                       tolerance=tolerance, noise_protocol=noise_protocol, heldout=heldout, mode=mode)
 
 
 def _recording_files(folder: Path) -> list[Path]:
