@@ -103,6 +103,7 @@ class Target:
     """
 
     recordings: dict[str, Recording]
+    _: dataclasses.KW_ONLY
     heldout: dict[str, Recording] = dataclasses.field(default_factory=dict)
     source: str = "unknown"
     serial: int | None = None
@@ -148,6 +149,13 @@ class Target:
             if codes is not None:
                 out[name] = codes
         return out
+
+    @property
+    def unstable(self) -> dict[str, np.ndarray]:
+        """Protocol name -> bool (N,): the neurons whose run went Euler-unstable in some set of
+        its recording (a simulator's target; the board and imported data do not say: absent)."""
+        return {name: rec.unstable.any(axis=0) for name, rec in {**self.recordings, **self.heldout}.items()
+                if rec.unstable is not None}
 
     def protocol(self, name: str) -> Protocol:
         """The protocol of recording ``name`` with its recorded settings (``Recorded`` for
@@ -206,6 +214,11 @@ class Target:
             raise RecordingError(f"{folder} holds only held-out recordings ({sorted(repeats)}); add the recordings "
                                  f"to fit, or pass heldout=() to fit these.")
         every = [rec for v in repeats.values() for rec in v]
+        for name, items in groups.items():
+            bad = items[0][1].unstable
+            if bad is not None and bad.any():  # garbage the fitter must not chase (FITTING.md)
+                log.warning("target %s: %d of %d neurons went Euler-unstable in %s (target.unstable); mask them "
+                            "or record with substeps", folder, int(bad.any(0).sum()), bad.shape[1], items[0][0].name)
         return cls(recordings, heldout={k: v[0] for k, v in repeats.items() if k in heldout},
                    source="+".join(sorted({rec.backend for rec in every})), serial=_serial(groups),
                    repeats=repeats, noise=NoiseFloor.from_target_repeats(repeats),

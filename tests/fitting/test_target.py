@@ -83,6 +83,9 @@ def test_subset_cuts_every_recording_consistently(tmp_path):
     again = get_backend("torch").run(cut.experiment)
     np.testing.assert_array_equal(again.spike_counts(), cut.spike_counts())
     assert cut.unstable.shape == (12, 8)
+    saved = Recording.load(cut.save(tmp_path / "cut.h5"))  # its metadata names the cut experiment
+    assert saved.experiment.content_hash() == cut.experiment.content_hash()
+    np.testing.assert_array_equal(target.unstable["fi"], full.unstable.any(0)[:8])
     # neurons as (chip, core, id) rows, in the order asked for
     picked = Target.load(folder, neurons=np.array([[0, 0, 5], [0, 0, 2]]))
     np.testing.assert_array_equal(picked.neurons[:, 2], [5, 2])
@@ -200,7 +203,7 @@ def test_load_replayed_target(tmp_path, torch_folder):
 def test_twin_target_has_serial_codes_and_a_noise_floor(tmp_path):
     target = Target.measure("twin:7", "core0:16", [FI, REFRACTORY], out=tmp_path / "tw", repeats=3, progress=False)
     assert target.source == "twin" and target.serial == 7
-    assert sorted(target.codes) == ["fi", "refractory"]
+    assert sorted(target.codes) == ["fi", "refractory"] and target.unstable == {}  # the board does not know
     fi_codes = target.codes["fi"]
     assert len(fi_codes) == 12 and set(fi_codes[0]) == {"0,0"} and len(fi_codes[0]["0,0"]["IF_DC_P"]) == 2
     assert [r.metadata["serial"] for r in target.repeats["fi"]] == ["7"] * 3
@@ -238,10 +241,11 @@ class Counting:
         return self.backend.run(experiment, params, **kwargs)
 
 
-def test_measure_resumes_without_measuring_again(tmp_path):
+def test_measure_resumes_without_measuring_again(tmp_path, capsys):
     out = tmp_path / "m"
     backend = Counting()
-    target = Target.measure(backend, "core0:16", PROTOCOLS, out=out, repeats=3, progress=False)
+    target = Target.measure(backend, "core0:16", PROTOCOLS, out=out, repeats=3)
+    assert "measuring target" in capsys.readouterr().err  # the progress bar
     assert backend.runs == ["fi", "fi", "fi", "refractory", "heldout"]  # noise floor 0: one of each other
     assert len(target.repeats["fi"]) == 3 and sorted(target.recordings) == ["fi", "refractory"]
     assert np.all(target.noise.spreads["fi"]["rate"].mad == 0) and np.all(target.noise.spreads["fi"]["rate"].std == 0)
