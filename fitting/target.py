@@ -269,7 +269,8 @@ def _recording_files(folder: Path) -> list[Path]:
                              f"characterize --out {folder}, dynacal import FILE --out {folder}, or "
                              f"Target.measure(backend, out={str(folder)!r})).")
     skipped = [e for e in entries if any(e.match(p) for p in IGNORED)]
-    unrelated = [e.name for e in entries if e not in skipped and (not e.is_file() or e.suffix not in RECORDING_SUFFIXES)]
+    unrelated = [e.name for e in entries
+                 if e not in skipped and (not e.is_file() or e.suffix not in RECORDING_SUFFIXES)]
     if unrelated:
         raise RecordingError(f"target folder {folder} holds files that are not recordings: {unrelated[:6]}; a target "
                              f"folder holds only recordings (.h5, or .npz lab files) and what dynacal writes beside "
