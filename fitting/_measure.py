@@ -60,11 +60,13 @@ def _plans(protocols: Sequence[str | Protocol], neurons: Any) -> list[tuple[Prot
 
 
 def measure(target_cls, backend, neurons: Any = "core0", protocols: Sequence[str | Protocol] = ORDER, *,
-            out: str | os.PathLike, repeats: int = 3, progress: bool = True, tolerance: float = 0.02,
-            noise_protocol: str = "fi", heldout: Sequence[str] = ("heldout",), mode: str = "resume"):
+            out: str | os.PathLike, repeats: int = 3, progress: Any = True, tolerance: float = 0.02,
+            noise_protocol: str = "fi", heldout: Sequence[str] = ("heldout",), mode: str = "resume",
+            resume: bool = False):
     """Measure, save and load a target (module docstring; arguments as :meth:`Target.measure`)."""
     from dynacal.backends import get_backend
     backend = get_backend(backend)
+    mode = "resume" if resume else mode
     if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
         raise ParameterError(f"repeats = {repeats!r} must be an integer >= 1 (3 gives a noise floor).")
     repeats = int(repeats)
@@ -74,7 +76,7 @@ def measure(target_cls, backend, neurons: Any = "core0", protocols: Sequence[str
     plans.insert(0, plans.pop(first))  # the noise floor first
     options = {"backend": repr(backend), "neurons": str(neurons), "protocols": [p.describe() for p, _ in plans],
                "repeats": repeats, "tolerance": tolerance}
-    bar = _bar(progress, repeats * len(plans))
+    bar = _Progress(progress, repeats * len(plans))
     try:
         with RunFolder(out, COMMAND, options, mode=mode) as folder:
             noise_name = plans[0][0].name
@@ -87,24 +89,21 @@ def measure(target_cls, backend, neurons: Any = "core0", protocols: Sequence[str
                 log.info("noise floor of %s on %s: relative spread %.3g (median over neurons); measuring the other "
                          "protocols %d time(s)", noise_name, backend.name, level, n_other)
                 folder.add(noise.save(folder.path / NOISE_FILE), part="noise")
-            if bar is not None:
-                bar.total = repeats + n_other * (len(plans) - 1)
-                bar.refresh()
+            bar.set_total(repeats + n_other * (len(plans) - 1))
             for protocol, experiment in plans[1:]:
                 for k in range(n_other):
                     _one(folder, backend, protocol, experiment, k, bar)
             folder.finish()
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return target_cls.load(out, heldout=heldout)
 
 
-def _one(folder: RunFolder, backend, protocol: Protocol, experiment: Experiment, k: int, bar) -> Recording:
+def _one(folder: RunFolder, backend, protocol: Protocol, experiment: Experiment, k: int,
+         bar: "_Progress") -> Recording:
     """Repeat ``k`` of one protocol: the folder's file when it holds this experiment, else measured."""
     name = repeat_name(protocol.name, k)
-    if bar is not None:
-        bar.set_postfix_str(name)
+    bar.start(name)
     kept = folder.reuse(name)
     rec = Recording.load(kept) if kept else None
     if rec is not None and (rec.experiment is None or rec.experiment.content_hash() != experiment.content_hash()):
@@ -117,15 +116,43 @@ def _one(folder: RunFolder, backend, protocol: Protocol, experiment: Experiment,
         folder.add(rec.save(folder.path / name), part=protocol.name)
         log.info("measured %s on %s: %d spikes, %.2f s", name, backend.name, rec.spike_step.size,
                  time.perf_counter() - start)
-    if bar is not None:
-        bar.update(1)
+    bar.finished()
     return rec
 
 
-def _bar(progress: bool, total: int):
-    if not progress:
-        return None
-    import sys
+class _Progress:
+    """One step per measurement: a tqdm bar on stderr (``progress=True``), the caller's
+    ``progress(name, done, total)`` (as ``dynacal characterize`` calls it; ``name = ""`` at
+    the end), or nothing."""
 
-    from tqdm import tqdm
-    return tqdm(total=total, desc="measuring target", unit="run", file=sys.stderr, leave=False)
+    def __init__(self, progress, total: int):
+        self.callback = progress if callable(progress) else None
+        self.done, self.total, self.bar = 0, total, None
+        if progress is True:
+            import sys
+
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc="measuring target", unit="run", file=sys.stderr, leave=False)
+
+    def start(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+        if self.callback is not None:
+            self.callback(name, self.done, self.total)
+
+    def finished(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.callback is not None:
+            self.callback("", self.done, self.total)
+        if self.bar is not None:
+            self.bar.close()

@@ -228,8 +228,8 @@ class Target:
 
     @classmethod
     def measure(cls, backend, neurons: Any = "core0", protocols: Sequence = ORDER, *, out: str | os.PathLike,
-                repeats: int = 3, progress: bool = True, tolerance: float = 0.02, noise_protocol: str = "fi",
-                heldout: Sequence[str] = ("heldout",), mode: str = "resume") -> "Target":
+                repeats: int = 3, progress: Any = True, tolerance: float = 0.02, noise_protocol: str = "fi",
+                heldout: Sequence[str] = ("heldout",), mode: str = "resume", resume: bool = False) -> "Target":
         """Measure the lab protocols on ``backend``, save them into ``out``, and load them.
 
         The noise protocol runs ``repeats`` times first; its noise floor decides how often
@@ -243,11 +243,14 @@ class Target:
             protocols: names or Protocol objects (their settings), run in ``protocols.ORDER``.
             out: the target folder (created).
             repeats: measurements of the noise protocol (and the most of any other); 1 = no floor.
-            progress: show a tqdm bar (one step per measurement) on stderr.
+            progress: True: a tqdm bar on stderr (one step per measurement); a callable:
+                called as ``progress(name, done, total)`` before each measurement and with
+                ``name = ""`` at the end (``dynacal characterize``'s convention); False: nothing.
             tolerance: the relative noise (fraction) below which one measurement is enough.
             noise_protocol: the protocol the floor is measured with (the first one if absent).
             heldout: the protocols kept apart in ``target.heldout``.
             mode: ``"resume"`` (reuse this run's intact files), ``"new"`` or ``"overwrite"``.
+            resume: True is ``mode="resume"`` (the CLI's ``--resume``).
 
         Raises:
             ParameterError: bad repeats or tolerance, no protocol or one twice, or a folder
@@ -255,7 +258,7 @@ class Target:
         """
         from ._measure import measure
         return measure(cls, backend, neurons, protocols, out=out, repeats=repeats, progress=progress,
-                       tolerance=tolerance, noise_protocol=noise_protocol, heldout=heldout, mode=mode)
+                       tolerance=tolerance, noise_protocol=noise_protocol, heldout=heldout, mode=mode, resume=resume)
 
 
 def _recording_files(folder: Path) -> list[Path]:

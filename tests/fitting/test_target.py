@@ -255,8 +255,10 @@ def test_measure_resumes_without_measuring_again(tmp_path, capsys):
     assert backend.runs == [] and {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")} == stamps
     assert again.hashes == target.hashes
     (out / "refractory.h5").unlink()
-    Target.measure(backend, "core0:16", PROTOCOLS, out=out, repeats=3, progress=False)
+    calls = []
+    Target.measure(backend, "core0:16", PROTOCOLS, out=out, repeats=3, progress=lambda *a: calls.append(a))
     assert backend.runs == ["refractory"]
+    assert calls[0] == ("fi.h5", 0, 9) and calls[-1] == ("", 5, 5)  # the total shrinks once the floor is known
     with pytest.raises(ParameterError, match="other options.*repeats"):
         Target.measure(backend, "core0:16", PROTOCOLS, out=out, repeats=2, progress=False)
     with pytest.raises(ParameterError, match="repeats"):
