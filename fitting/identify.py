@@ -73,6 +73,8 @@ class Combination:
         exact: the exponents are small rationals (an exact degeneracy of the model).
         keep: the member a fitter fits (a bias the chip sets, where one is a member).
         fixed: the members a fitter holds at their values.
+        uncertainty: float (N,), posterior sd of ln(combination) (``noise``, ``prior``):
+            how well the protocols know it in each neuron.
     """
 
     name: str
@@ -82,6 +84,7 @@ class Combination:
     exact: bool
     keep: str
     fixed: tuple[str, ...]
+    uncertainty: np.ndarray
 
     def value_of(self, values: Mapping[str, Any]) -> np.ndarray:
         """The combination at other parameter values (e.g. a fit's per-neuron table):
@@ -101,7 +104,8 @@ class Combination:
     def to_dict(self) -> dict:
         """JSON-able (the CalibrationResult's ``combinations``)."""
         return {"name": self.name, "exponents": dict(self.exponents), "values": self.values.tolist(),
-                "neurons": self.neurons, "exact": self.exact, "keep": self.keep, "fixed": list(self.fixed)}
+                "neurons": self.neurons, "exact": self.exact, "keep": self.keep, "fixed": list(self.fixed),
+                "uncertainty": self.uncertainty.tolist()}
 
 
 class Matrix(NamedTuple):
@@ -333,9 +337,11 @@ def _analyse(sens: Sensitivity, names, point, *, rtol, min_sensitivity, noise, p
     """Per-neuron spectra, posterior spread and correlation, and the combinations."""
     S = np.where(sens.valid[..., None], sens.matrix, 0.0)  # (N, F, P)
     out = _nullspace.spectra(S, rtol=rtol, min_sensitivity=min_sensitivity, noise=noise, prior=prior)
+    cov = out.pop("covariance")
     combos = _nullspace.combinations(S, out["sensitive"], names, rtol=rtol)
     n = S.shape[0]
-    out["combinations"] = [_combination(expo, count / n, point) for expo, count in combos if count >= 0.5 * n]
+    out["combinations"] = [_combination(expo, count / n, point, cov, names) for expo, count in combos
+                           if count >= 0.5 * n]
     return out
 
 
@@ -348,7 +354,7 @@ def _keep_order(name: str) -> tuple:
     return (not _BIAS.search(spec.doc), name.startswith("alpha_") or spec.unit == "F", name)
 
 
-def _combination(exponents: tuple, fraction: float, point) -> Combination:
+def _combination(exponents: tuple, fraction: float, point, cov: np.ndarray, names) -> Combination:
     """A Combination in a canonical form: members in table order, the kept member's power > 0."""
     table = list(PARAMETERS)
     expo = dict(sorted(exponents, key=lambda item: table.index(item[0])))
@@ -357,10 +363,13 @@ def _combination(exponents: tuple, fraction: float, point) -> Combination:
         expo = {k: -v for k, v in expo.items()}
     exact = all(isinstance(e, Fraction) for e in expo.values())
     values = np.ones_like(next(iter(point.values())))
-    for name, e in expo.items():
-        values = values * point[name] ** float(e)
+    e = np.zeros(len(names))
+    for name, power in expo.items():
+        values = values * point[name] ** float(power)
+        e[names.index(name)] = float(power)
+    sd = np.sqrt(np.einsum("p,npq,q->n", e, cov, e))
     return Combination(_nullspace.name_of(expo), {k: float(v) for k, v in expo.items()}, values, float(fraction),
-                       exact, keep, tuple(k for k in expo if k != keep))
+                       exact, keep, tuple(k for k in expo if k != keep), sd)
 
 
 def identifiable_space(space, ident: Identifiability, *, log_changes: bool = True):

@@ -69,6 +69,9 @@ def test_kernels_find_alpha_times_w0_and_the_tau_ratio(both):
     assert np.all(both.singular_values[:, -2:] < 1e-6 * both.singular_values[:, :1])
     i, j = both.parameters.index("alpha_ampa"), both.parameters.index("Iampa_w0")
     assert both.correlation.values[i, j] < -0.99  # only the product is known
+    # ... and it is known well (the jump read from the trace), its members only as the prior allows
+    assert np.all(product.uncertainty < 0.05)
+    assert np.all(both.uncertainty[:, [i, j]] > 0.7)
 
 
 def test_fi_alone_leaves_the_synapse_unconstrained_and_warns(fi_only, caplog):
