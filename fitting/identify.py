@@ -44,6 +44,7 @@ import dataclasses
 import logging
 import re
 import time
+import warnings
 from fractions import Fraction
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -177,11 +178,9 @@ class Identifiability:
         """"The identifiability matrix" (features x parameters): the median over neurons of
         |S|, the relative change of each feature per relative change of each parameter."""
         s = np.where(self.valid[..., None], np.abs(self.sensitivity), np.nan)
-        with np.errstate(all="ignore"):
-            import warnings  # noqa: PLC0415
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: features no neuron has
-                med = np.nanmedian(s, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: features no neuron has
+            med = np.nanmedian(s, axis=0)
         return Matrix(list(self.features), list(self.parameters), np.nan_to_num(med), "sensitivity")
 
     @property
@@ -198,10 +197,10 @@ class Identifiability:
         lines = []
         for name, fixes in self.unconstrained.items():
             if fixes:
-                which = " or ".join(f"{f} (with other settings, e.g. its defaults)" if f in self.protocols else f
-                                    for f in fixes)
-                line = (f"{name} is not constrained by {used} (no feature moves when it changes); add the "
-                        f"{which} protocol to constrain it, or leave it out of the fit.")
+                which = " or ".join(f"the {f} protocol" + (" with other settings (e.g. its defaults)"
+                                                           if f in self.protocols else "") for f in fixes)
+                line = (f"{name} is not constrained by {used} (no feature moves when it changes); add {which} "
+                        f"to constrain it, or leave it out of the fit.")
             else:
                 line = (f"{name} is not constrained by {used}, and no dynacal protocol constrains it; leave it "
                         f"out of the fit (it stays at its value).")
