@@ -212,6 +212,21 @@ class Identifiability:
                      ", ".join(comb.fixed))
         return lines
 
+    def summary(self) -> str:
+        """A plain-text table: per parameter the fraction of neurons it moves and the median
+        posterior sd of its log; the combinations; what is unconstrained."""
+        sd, frac = np.median(self.uncertainty, axis=0), self.sensitive.mean(axis=0)
+        width = max(len(p) for p in self.parameters)
+        lines = [f"identifiability of {len(self.parameters)} parameters from {', '.join(self.protocols)} "
+                 f"({self.settings.get('n_neurons')} neurons): median rank {np.median(self.rank):g}",
+                 f"{'parameter':<{width}}  moves  sd(ln)"]
+        lines += [f"{p:<{width}}  {f:5.0%}  {u:6.3f}" for p, f, u in zip(self.parameters, frac, sd)]
+        lines += [f"combination {c.name}: found in {c.neurons:.0%} of the neurons, sd(ln) "
+                  f"{float(np.median(c.uncertainty)):.3f}, fitted through {c.keep}" for c in self.combinations]
+        lines += [f"unconstrained {k}: add {' or '.join(v) or 'no dynacal protocol'}"
+                  for k, v in self.unconstrained.items()]
+        return "\n".join(lines)
+
     def to_dict(self) -> dict:
         """JSON-able summary for ``calibration.json`` (per-neuron arrays as lists; the full
         (N, F, P) sensitivity is in :meth:`arrays`)."""

@@ -204,9 +204,11 @@ def _one_step(protocol, experiment, point, backend, step, traces, keys) -> Sensi
     else:
         rec = backend.run(experiment, params)
         rec.metadata["protocol"] = experiment.protocol or protocol.describe()
-    log.info("sensitivity of %s: %d candidates x %d conditions x %d neurons, step %g: %.2f s", protocol.name,
-             2 * n_par + 1, experiment.n_conditions, experiment.network.n_neurons, step, time.perf_counter() - t0)
+    t1 = time.perf_counter()
     feats = protocol.features(rec)
+    log.info("sensitivity of %s: %d candidates x %d conditions x %d neurons, step %g: run %.2f s, features %.2f s",
+             protocol.name, 2 * n_par + 1, experiment.n_conditions, experiment.network.n_neurons, step, t1 - t0,
+             time.perf_counter() - t1)
     b, n = 2 * n_par + 1, experiment.network.n_neurons
     unstable = np.zeros((b, n), dtype=bool)
     if rec.unstable is not None:

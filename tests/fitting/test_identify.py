@@ -84,6 +84,8 @@ def test_fi_alone_leaves_the_synapse_unconstrained_and_warns(fi_only, caplog):
     assert len(lines) == 2 and len(caplog.records) == 2
     assert all("kernels" in line and "fi" in line for line in lines)
     assert any(line.startswith("Iampa_w0 ") for line in lines)
+    text = fi_only.summary()
+    assert "unconstrained Iampa_w0: add kernels or rate_transfer" in text
 
 
 def test_leak_and_gain_are_identifiable_from_fi(fi_only):
