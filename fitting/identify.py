@@ -33,9 +33,13 @@ data exist:
 
 A fitter fits each combination through one member and holds the others at their values
 (:func:`identifiable_space`; the member kept is a bias the chip sets, ``Combination.fixed``
-the others). Cost: one core (256 neurons), the fi and kernels protocols at their default
-settings, 10 parameters: 21 candidates of each, ~10 s on this 2-core machine (module
-``tests/fitting/test_identify.py`` measures a small case; the figure is in the report).
+the others). ``neurons=k`` analyses k neurons spread over the core (a fitter's quick plan).
+
+Cost (measured on the shared 2-core machine, load 6-10): one core of 256 neurons, fi + kernels
+at their default settings, 10 parameters: 11-13 s (fi: 11 candidates x 12 levels, the
+synapse parameters cost none there; kernels: 21 candidates); every protocol of ``ORDER``
+but heldout, the 17 parameters of ``SearchSpace.default`` + 7 partners: 110 s, 67 s of it
+rate_transfer's 49 candidates x 105000 steps (``neurons=32``: an eighth).
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ from dynacal.errors import ParameterError, unknown_name
 from dynacal.params import PARAMETERS, SYNAPSE_TYPES
 
 from . import _nullspace
-from .sensitivity import Sensitivity, join, noise_levels, point_of, runs_of, sensitivity, suggest_protocols
+from .sensitivity import (Sensitivity, join, noise_levels, point_of, runs_of, sensitivity, spread_subset,
+                          suggest_protocols)
 
 __all__ = ["Combination", "Identifiability", "Matrix", "identifiability", "identifiable_space", "partners"]
 
@@ -260,7 +265,7 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
                     retry: float = 4.0,
                     rtol: float = 1e-3, min_sensitivity: float = 0.05, noise: float = 0.02, prior: float = 1.0,
                     check: Mapping | bool = True, check_neurons: int = 4,
-                    with_partners: bool | None = None) -> Identifiability:
+                    with_partners: bool | None = None, neurons: int | None = None) -> Identifiability:
     """Which parameters (and combinations) the protocols of ``source`` constrain, per neuron.
 
     Args:
@@ -283,6 +288,9 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
         with_partners: also analyse each requested bias's partners (:func:`partners`), so
             that the combinations a fit of the bias stands for are found and reported
             (never warned about); None: for a SearchSpace, not for names.
+        neurons: analyse only this many neurons spread evenly over the source's (their
+            indices in ``settings["neurons"]``; ``at`` per neuron then gives all of them,
+            cut down here): a fitter's quick plan. None: every neuron.
 
     Returns:
         :class:`Identifiability`; call ``.warn()`` to log what is unconstrained.
@@ -298,9 +306,10 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
     is_space = hasattr(space_or_names, "core")
     names = requested + [m for m in partners(requested) if m not in requested] \
         if (is_space if with_partners is None else with_partners) else requested
-    runs = runs_of(source, protocols, traces)
+    full = runs_of(source, protocols, traces)
+    runs, kept = spread_subset(full, neurons)
     network = runs[0][1].network
-    point = point_of(network, names, at)
+    point = point_of(network, names, _cut(at, kept, full[0][1].network.n_neurons))
     be = get_backend(backend)
     parts = [sensitivity(proto, exp, point, backend=be, step=step, traces=tr, keys=keys, retry=retry,
                          min_sensitivity=min_sensitivity) for proto, exp, tr, keys in runs]
@@ -316,9 +325,20 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
     settings = {"step": step, "retry": retry, "rtol": rtol, "min_sensitivity": min_sensitivity, "noise": noise,
                 "prior": prior, "noise_by_protocol": levels, "traces": {r[0].name: bool(r[2]) for r in runs},
                 "steps": {r[0].name: dict(zip(names, s.steps.tolist())) for r, s in zip(runs, parts)},
-                "n_neurons": network.n_neurons, "wall_s": round(time.perf_counter() - t0, 3)}
+                "n_neurons": network.n_neurons, "neurons": kept.tolist(), "wall_s": round(time.perf_counter() - t0, 3)}
     return Identifiability(parameters=list(names), requested=list(requested), protocols=used, features=sens.features, point=point,
                            sensitivity=sens.matrix, valid=sens.valid, settings=settings, **result)
+
+
+def _cut(at: Mapping | None, kept: np.ndarray, n: int) -> dict:
+    """``at`` with its per-neuron values (length n) cut down to the neurons ``kept``."""
+    out = {}
+    for name, value in (at or {}).items():
+        if not isinstance(value, (str, Mapping)) and np.ndim(value) >= 1 and np.shape(value)[-1] == n \
+                and kept.size != n:
+            value = np.asarray(value)[..., kept]
+        out[name] = value
+    return out
 
 
 def partners(names: Sequence[str]) -> list[str]:

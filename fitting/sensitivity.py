@@ -53,7 +53,7 @@ from dynacal.errors import ParameterError, unknown_name
 from dynacal.experiment import Experiment
 from dynacal.params import PARAMETERS, SYNAPSE_TYPES
 
-__all__ = ["Sensitivity", "sensitivity", "point_of", "suggest_protocols", "subset", "runs_of", "join",
+__all__ = ["Sensitivity", "sensitivity", "point_of", "suggest_protocols", "subset", "runs_of", "join", "spread_subset",
            "noise_levels", "LINEAR_FEATURES",
            "TRACE_FEATURES", "SKIP"]
 
@@ -307,11 +307,32 @@ def suggest_protocols(sensitive, names, used: Mapping, network, point, backend, 
     return {nm: tuple(v) for nm, v in confirmed.items()}
 
 
-def subset(network, k: int):
-    """The first ``k`` neurons of ``network`` (with their core biases and per-neuron values)."""
-    k = max(1, min(int(k), network.n_neurons))
-    return dataclasses.replace(network, core=network.core[:k], neuron_id=network.neuron_id[:k],
-                               neuron_values={nm: np.asarray(v)[:k] for nm, v in network.neuron_values.items()})
+def subset(network, k):
+    """Neurons of ``network`` (with their core biases and per-neuron values): the first ``k``
+    for an int, else the given indices."""
+    idx = np.arange(max(1, min(int(k), network.n_neurons))) if np.ndim(k) == 0 else np.asarray(k, dtype=np.int64)
+    return dataclasses.replace(network, core=network.core[idx], neuron_id=network.neuron_id[idx],
+                               neuron_values={nm: np.asarray(v)[idx] for nm, v in network.neuron_values.items()})
+
+
+def spread_subset(runs: list[tuple], k: int) -> tuple[list[tuple], np.ndarray]:
+    """``runs`` (:func:`runs_of`) on ``k`` neurons spread evenly over the network, and their
+    indices: each experiment rebuilt by its protocol on those neurons. An experiment the
+    protocol did not build as it is (its own stimulus or wiring) cannot be cut down: then
+    every neuron is kept (logged)."""
+    network = runs[0][1].network
+    n = network.n_neurons
+    if k is None or k >= n:
+        return runs, np.arange(n)
+    if k < 1:
+        raise ParameterError(f"neurons = {k}: give a number of neurons >= 1 (or None for all {n}).")
+    for proto, exp, _, _ in runs:
+        if proto.experiment(exp.network).content_hash() != exp.content_hash():
+            log.info("the %s experiment has its own stimulus or wiring: analysing all %d neurons", proto.name, n)
+            return runs, np.arange(n)
+    idx = np.unique(np.linspace(0, n - 1, int(k)).round().astype(np.int64))
+    sub = subset(network, idx)
+    return [(proto, proto.experiment(sub), tr, keys) for proto, exp, tr, keys in runs], idx
 
 
 def runs_of(source, protocols, traces) -> list[tuple]:

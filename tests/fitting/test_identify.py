@@ -113,6 +113,17 @@ def test_per_neuron_results_follow_the_mismatch(both):
     np.testing.assert_allclose(both.point["Isoma_dpi_tau"], np.geomspace(3e-12, 8e-12, 4))
 
 
+def test_a_quick_plan_on_a_spread_subset_of_neurons():
+    neurons = _mismatched(8)
+    experiments = {"fi": FI.experiment(neurons), "kernels": KERNELS.experiment(neurons)}
+    w0 = np.geomspace(50e-12, 200e-12, 8)
+    ident = identifiability(experiments, ["alpha_ampa", "Iampa_w0", "Isoma_dpi_tau"], at={"Iampa_w0": w0 * 2},
+                            neurons=3, check=False)
+    assert ident.settings["neurons"] == [0, 4, 7] and ident.sensitivity.shape[0] == 3
+    np.testing.assert_allclose(_combination(ident, "alpha_ampa*Iampa_w0").values, 4.0 * 2 * w0[[0, 4, 7]])
+    np.testing.assert_allclose(ident.point["Isoma_dpi_tau"], np.geomspace(3e-12, 8e-12, 8)[[0, 4, 7]])
+
+
 def test_spike_only_target_still_finds_the_product():
     """A target without traces (as the board records): the kernels' latency and evoked spikes only."""
     rec = KERNELS.run(_SpikesOnly(), "core0:4")
