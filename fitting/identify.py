@@ -21,15 +21,18 @@ data exist:
    ``prior`` (log units), ``(S^T S / noise^2 + 1 / prior^2)^-1``.
 3. **Unconstrained** parameters: those whose column of S is below ``min_sensitivity`` in
    most neurons (changing them by a factor e moves no feature by more than that, RMS over
-   features). Each gets the protocols whose ``sensitive_to`` lists it, *checked*: such a
-   protocol is run on a few neurons and named only if its features do move.
-4. **Combinations**: the null space of S_n over the sensitive parameters (singular values
-   below ``rtol * s_max``: exact degeneracies give ~1e-9, a physical but inexact trade-off
-   1e-2 and more), split into groups of parameters that share null vectors; each group of k
-   parameters with k - 1 null directions has one identifiable combination, the product of
-   powers orthogonal to them, its exponents scaled to the smallest and rounded to small
-   rationals where they are close (``alpha_ampa*Iampa_w0``, ``Iampa_tau/Campa``). A
-   combination found in at least half the neurons is reported with its value per neuron.
+   features). Each gets the protocols that would constrain it, *checked*: every protocol
+   of ``ORDER`` not used (or used with other settings) runs on a few neurons and is named
+   only where its features move; ``sensitive_to`` is a hint, not the answer.
+4. **Combinations** (:mod:`._nullspace`): parameters whose columns of S_n are parallel
+   (angle below ``rtol``) give the same simulations up to a product of powers: one
+   combination per cluster, its powers the column ratios scaled to the smallest and
+   rounded to small rationals where close (``alpha_ampa*Iampa_w0``, ``Iampa_tau/Campa``).
+   In the other parameters, a null space of S_n (singular values below ``rtol * s_max``)
+   shared by at most 3 parameters with exact powers is one too; a bigger one usually only
+   says "too few features" (spike-only targets) and is left to the rank. A combination
+   found in at least half the neurons is reported with its value and its posterior spread
+   per neuron.
 
 A fitter fits each combination through one member and holds the others at their values
 (:func:`identifiable_space`; the member kept is a bias the chip sets, ``Combination.fixed``
