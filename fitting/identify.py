@@ -57,12 +57,13 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from dynacal.errors import ParameterError, unknown_name
-from dynacal.params import PARAMETERS, SYNAPSE_TYPES
+from dynacal.errors import ParameterError
+from dynacal.params import PARAMETERS
 
 from . import _nullspace
-from .sensitivity import (Sensitivity, join, noise_levels, point_of, runs_of, sensitivity, spread_subset,
-                          suggest_protocols)
+from ._plan import (cut_point, join, names_of, noise_levels, partners, runs_of, spread_subset,
+                    suggest_protocols)
+from .sensitivity import Sensitivity, point_of, sensitivity
 
 __all__ = ["Combination", "Identifiability", "Matrix", "identifiability", "identifiable_space", "partners"]
 
@@ -305,14 +306,14 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
     from dynacal import get_backend  # noqa: PLC0415  (the core's registry, lazily)
 
     t0 = time.perf_counter()
-    requested = _names(space_or_names)
+    requested = names_of(space_or_names)
     is_space = hasattr(space_or_names, "core")
     names = requested + [m for m in partners(requested) if m not in requested] \
         if (is_space if with_partners is None else with_partners) else requested
     full = runs_of(source, protocols, traces)
     runs, kept = spread_subset(full, neurons)
     network = runs[0][1].network
-    point = point_of(network, names, _cut(at, kept, full[0][1].network.n_neurons))
+    point = point_of(network, names, cut_point(at, kept, full[0][1].network.n_neurons))
     be = get_backend(backend)
     parts = [sensitivity(proto, exp, point, backend=be, step=step, traces=tr, keys=keys, retry=retry,
                          min_sensitivity=min_sensitivity) for proto, exp, tr, keys in runs]
@@ -331,43 +332,6 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
                 "n_neurons": network.n_neurons, "neurons": kept.tolist(), "wall_s": round(time.perf_counter() - t0, 3)}
     return Identifiability(parameters=list(names), requested=list(requested), protocols=used, features=sens.features, point=point,
                            sensitivity=sens.matrix, valid=sens.valid, settings=settings, **result)
-
-
-def _cut(at: Mapping | None, kept: np.ndarray, n: int) -> dict:
-    """``at`` with its per-neuron values (length n) cut down to the neurons ``kept``."""
-    out = {}
-    for name, value in (at or {}).items():
-        if not isinstance(value, (str, Mapping)) and np.ndim(value) >= 1 and np.shape(value)[-1] == n \
-                and kept.size != n:
-            value = np.asarray(value)[..., kept]
-        out[name] = value
-    return out
-
-
-def partners(names: Sequence[str]) -> list[str]:
-    """The parameters no bias sets that act with a requested bias only through a product or
-    ratio (calibration.md): ``I_X_w0`` -> ``alpha_X``, ``I_X_tau`` -> ``C_X``, the soma's
-    and adaptation's leaks -> their capacitances, ``Isoma_ahp_w`` -> ``alpha_ahp``."""
-    pairs = {"Isoma_dpi_tau": "Csoma_mem", "Isoma_ahp_tau": "Csoma_ahp", "Isoma_ahp_w": "alpha_ahp"}
-    for syn in SYNAPSE_TYPES:
-        pairs[f"I{syn}_w0"], pairs[f"I{syn}_tau"] = f"alpha_{syn}", f"C{syn}"
-    return list(dict.fromkeys(pairs[n] for n in names if n in pairs))
-
-
-def _names(space_or_names) -> list[str]:
-    if isinstance(space_or_names, str):
-        space_or_names = [space_or_names]
-    if hasattr(space_or_names, "core") and hasattr(space_or_names, "mismatch"):
-        names = list(space_or_names.core) + [m for m in space_or_names.mismatch if m not in space_or_names.core]
-    else:
-        names = list(dict.fromkeys(space_or_names))
-    if not names:
-        raise ParameterError("no parameters to analyse; give parameter names (e.g. ['Isoma_dpi_tau', "
-                             "'Iampa_w0']) or a SearchSpace.")
-    for name in names:
-        if name not in PARAMETERS:
-            raise unknown_name("parameter", name, PARAMETERS)
-    return names
 
 
 def _analyse(sens: Sensitivity, names, point, *, rtol, min_sensitivity, noise, prior) -> dict:
