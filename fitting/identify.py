@@ -324,14 +324,16 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
                       prior=prior)
     used = [r[0].name for r in runs]
     result["unconstrained"] = suggest_protocols(
-        result["sensitive"][:, :len(requested)], requested, {r[0].name: r[0] for r in runs}, network, point, be, step=step, retry=retry, min_sensitivity=min_sensitivity,
-        check=check, n_check=check_neurons, traces=any(r[2] for r in runs))
+        result["sensitive"][:, :len(requested)], requested, {r[0].name: r[0] for r in runs}, network, point, be,
+        step=step, retry=retry, min_sensitivity=min_sensitivity, check=check, n_check=check_neurons,
+        traces=any(r[2] for r in runs))
     settings = {"step": step, "retry": retry, "rtol": rtol, "min_sensitivity": min_sensitivity, "noise": noise,
                 "prior": prior, "noise_by_protocol": levels, "traces": {r[0].name: bool(r[2]) for r in runs},
                 "steps": {r[0].name: dict(zip(names, s.steps.tolist())) for r, s in zip(runs, parts)},
-                "n_neurons": network.n_neurons, "neurons": kept.tolist(), "wall_s": round(time.perf_counter() - t0, 3)}
-    return Identifiability(parameters=list(names), requested=list(requested), protocols=used, features=sens.features, point=point,
-                           sensitivity=sens.matrix, valid=sens.valid, settings=settings, **result)
+                "n_neurons": network.n_neurons, "neurons": kept.tolist(),
+                "wall_s": round(time.perf_counter() - t0, 3)}
+    return Identifiability(parameters=list(names), requested=list(requested), protocols=used, features=sens.features,
+                           point=point, sensitivity=sens.matrix, valid=sens.valid, settings=settings, **result)
 
 
 def _analyse(sens: Sensitivity, names, point, *, rtol, min_sensitivity, noise, prior) -> dict:
