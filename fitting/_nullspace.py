@@ -73,7 +73,11 @@ def _parallel(M: np.ndarray, names: list[str], rtol: float) -> tuple[list[tuple]
     the columns in no cluster."""
     unit = M / np.linalg.norm(M, axis=0)
     cos = unit.T @ unit
-    close = np.abs(cos) >= 1.0 - rtol ** 2 / 2  # sin(angle) <= rtol; each column with itself
+    ratio = (M.T @ M) / np.diag(M.T @ M)[None, :]  # column i = ratio[i, j] * column j where parallel
+    # sin(angle) <= rtol, and a small rational ratio: with one informative feature every column
+    # is parallel to every other, but only the model's exact degeneracies have powers like 1, -1, 2
+    with np.errstate(divide="ignore", invalid="ignore"):  # orthogonal columns: ratio 0, not parallel anyway
+        close = (np.abs(cos) >= 1.0 - rtol ** 2 / 2) & _small_rational(ratio) & _small_rational(1.0 / ratio)
     clusters = [g for g in _groups(close) if len(g) > 1]
     out = []
     for cluster in clusters:
@@ -141,6 +145,17 @@ def _group_combinations(null: np.ndarray, names: list[str]) -> list[tuple]:
             expo = _exponents(vec, [names[g] for g in group])
             if len(expo) > 1 and all(isinstance(e, Fraction) for _, e in expo):
                 out.append(expo)
+    return out
+
+
+def _small_rational(x: np.ndarray) -> np.ndarray:
+    """Where ``x`` is within ``_ROUND`` of p / q with |p|, q <= ``_DENOMINATOR``."""
+    x = np.asarray(x, dtype=np.float64)
+    x = np.where(np.isfinite(x), x, 0.0)  # 0 is never a power here
+    out = np.zeros(x.shape, dtype=bool)
+    for q in range(1, _DENOMINATOR + 1):
+        p = np.round(x * q)
+        out |= (np.abs(p) <= _DENOMINATOR) & (p != 0) & (np.abs(x - p / q) <= _ROUND * np.maximum(1.0, np.abs(x)))
     return out
 
 

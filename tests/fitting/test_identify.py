@@ -222,3 +222,11 @@ def test_nullspace_finds_powers_and_ratios_of_a_known_matrix():
     assert found == {(("x", Fraction(2)), ("y", Fraction(1))): 1, (("z", Fraction(1)), ("w", Fraction(-1))): 1}
     assert _nullspace.name_of({"x": Fraction(2), "y": Fraction(1)}) == "x^2*y"
     assert _nullspace.name_of({"z": Fraction(1, 2), "w": Fraction(-1)}) == "z^(1/2)/w"
+
+
+def test_one_informative_feature_does_not_merge_the_degeneracies():
+    """With a single feature every column is parallel to every other; only the exact pairs
+    (powers 1 and -1) are combinations, not the accidental link between them."""
+    S = np.array([[[0.734, 0.734, 1.0, -1.0]]])
+    found = dict(_nullspace.combinations(S, np.ones((1, 4), bool), ["x", "y", "z", "w"], rtol=1e-3))
+    assert set(found) == {(("x", Fraction(1)), ("y", Fraction(1))), (("z", Fraction(1)), ("w", Fraction(-1)))}
