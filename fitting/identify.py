@@ -397,6 +397,9 @@ def identifiable_space(space, ident: Identifiability, *, log_changes: bool = Tru
         log.info("identifiable space: holding %s at their values", ", ".join(sorted(drop)))
     core = {k: v for k, v in space.core.items() if k not in drop}
     mismatch = {k: v for k, v in space.mismatch.items() if k not in drop}
+    if not core and not mismatch and not getattr(space, "scales", {}):
+        raise ParameterError(f"the protocols {ident.protocols} constrain none of {sorted(drop)}: nothing is left to "
+                             f"fit. Add the protocols ident.unconstrained names ({ident.unconstrained}).")
     if dataclasses.is_dataclass(space):
         return dataclasses.replace(space, core=core, mismatch=mismatch)
     return type(space)(core=core, mismatch=mismatch, scales=getattr(space, "scales", {}),

@@ -170,6 +170,14 @@ def test_a_fit_of_the_default_space_runs_on_identifiable_combinations():
         assert sum(m in reduced.mismatch for m in comb.exponents) <= 1
 
 
+def test_a_space_the_protocols_do_not_constrain_is_refused(fi_only):
+    from dynacal.fitting.space import core_parameter  # noqa: PLC0415
+
+    space = SearchSpace(core={"Iampa_w0": core_parameter("Iampa_w0", 1e-10)})
+    with pytest.raises(ParameterError, match="nothing is left to fit.*kernels"):
+        identifiable_space(space, fi_only)
+
+
 def test_unstable_neurons_keep_their_trace_features_only():
     """Strong GABA_A shunting makes forward Euler unstable in neurons 2 and 3 (dpi-model.md):
     their spike features are dropped, the synapse traces (independent of the soma) kept."""
