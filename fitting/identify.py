@@ -388,17 +388,20 @@ def identifiable_space(space, ident: Identifiability, *, log_changes: bool = Tru
     Returns:
         A SearchSpace of the same type with fewer parameters.
     """
-    drop = set(ident.unconstrained)
-    for comb in ident.combinations:
-        for level in (space.core, space.mismatch):
-            members = sorted((m for m in comb.exponents if m in level and m not in drop), key=_keep_order)
+    loose = set(ident.unconstrained)
+    kept = []
+    for level in (space.core, space.mismatch):  # the core values and the factors each on their own
+        drop = set(loose)
+        for comb in ident.combinations:
+            members = sorted((m for m in comb.exponents if m in level and m not in loose), key=_keep_order)
             drop |= set(members[1:])
-    if log_changes and drop & (set(space.core) | set(space.mismatch)):
-        log.info("identifiable space: holding %s at their values", ", ".join(sorted(drop)))
-    core = {k: v for k, v in space.core.items() if k not in drop}
-    mismatch = {k: v for k, v in space.mismatch.items() if k not in drop}
+        kept.append({k: v for k, v in level.items() if k not in drop})
+    core, mismatch = kept
+    held = sorted((set(space.core) - set(core)) | (set(space.mismatch) - set(mismatch)))
+    if log_changes and held:
+        log.info("identifiable space: holding %s at their values", ", ".join(held))
     if not core and not mismatch and not getattr(space, "scales", {}):
-        raise ParameterError(f"the protocols {ident.protocols} constrain none of {sorted(drop)}: nothing is left to "
+        raise ParameterError(f"the protocols {ident.protocols} constrain none of {held}: nothing is left to "
                              f"fit. Add the protocols ident.unconstrained names ({ident.unconstrained}).")
     if dataclasses.is_dataclass(space):
         return dataclasses.replace(space, core=core, mismatch=mismatch)

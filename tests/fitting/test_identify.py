@@ -170,6 +170,16 @@ def test_a_fit_of_the_default_space_runs_on_identifiable_combinations():
         assert sum(m in reduced.mismatch for m in comb.exponents) <= 1
 
 
+def test_core_values_and_factors_are_reduced_each_on_their_own(both):
+    from dynacal.fitting.space import core_parameter, factor_parameter  # noqa: PLC0415
+
+    space = SearchSpace(core={n: core_parameter(n, both.point[n][0]) for n in ("alpha_ampa", "Iampa_w0")},
+                        mismatch={"alpha_ampa": factor_parameter("alpha_ampa")})
+    reduced = identifiable_space(space, both)
+    assert list(reduced.core) == ["Iampa_w0"]  # the product is fitted through the weight bias
+    assert list(reduced.mismatch) == ["alpha_ampa"]  # the only per-neuron member: it carries the product
+
+
 def test_a_space_the_protocols_do_not_constrain_is_refused(fi_only):
     from dynacal.fitting.space import core_parameter  # noqa: PLC0415
 
