@@ -195,7 +195,7 @@ def _importable(module: str) -> bool:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from . import compare as cmp  # noqa: PLC0415  (keeps `import dynacal.cli` light)
+    from . import compare as cmp, seed  # noqa: PLC0415  (keeps `import dynacal.cli` light)
 
     specs, explicit = _backends(args.backends)
     substeps = _substeps(args, specs) or 1
@@ -209,9 +209,9 @@ def _compare(args: argparse.Namespace) -> int:
         if given:
             raise ParameterError(f"{', '.join(given)} cannot be combined with --inputs: the input file sets the "
                                  f"spikes and the duration (T steps x dt); drop {' and '.join(given)}.")
-        experiment = cmp.experiment_from_npz(args.inputs, weights)
+        experiment = seed.experiment_from_npz(args.inputs, weights)
     else:
-        experiment = cmp.seed_experiment(
+        experiment = seed.seed_experiment(
             seed=0 if args.seed is None else args.seed,
             duration=0.1 if args.duration is None else _duration(args.duration),
             rate=80.0 if args.rate is None else parse_quantity(args.rate, "Hz", name="--rate"),

@@ -1,12 +1,7 @@
-"""The seed experiment and the comparison of backends on it (``dynacal compare``).
+"""The comparison of backends on one experiment (``dynacal compare``).
 
-The seed notebook of the project ran one Dynap-SE1 neuron (Core_1, ``Isoma_th`` = 2000 pA,
-``Isoma_pfb_th`` = 1000 pA) driven by four Poisson inputs at 80 Hz, one per synapse type
-(weights NMDA 10, AMPA 5, GABA_A 1, GABA_B 2), for 100 ms at dt = 100 us, once in the
-Brian2 DynapSE simulator and once in PyTorch, and overlaid the currents. This module builds
-that experiment (:func:`seed_experiment`, or :func:`experiment_from_npz` for a recorded
-input raster), runs it on several backends (:func:`compare`) and measures how far apart
-they are (:func:`agreement`):
+This module runs an experiment (usually the seed notebook's, :mod:`dynacal.seed`) on
+several backends (:func:`compare`) and measures how far apart they are (:func:`agreement`):
 
 - ``max_rel_diff``: the largest ``|a - b| / max(|a|, |b|)`` over all steps (0 where both
   are 0);
@@ -34,22 +29,16 @@ import numpy as np
 
 from ._files import atomic_write
 from .backends.registry import get_backend
-from .chip import Chip
-from .errors import ParameterError, unknown_name
+from .errors import ParameterError
 from .experiment import Experiment
-from .inputfile import NPZ_KEYS, read_inputs
-from .params import STATE_NAMES, SYNAPSE_TYPES
+from .params import STATE_NAMES
 from .recording import Recording
-from .stimulus import Stimulus, poisson
 
-__all__ = ["DEFAULT_WEIGHTS", "TOLERANCE", "LOG_FLOOR", "BackendRun", "seed_network",
-           "seed_experiment", "experiment_from_npz", "NPZ_KEYS", "compare", "agreement",
-           "precision", "file_stem", "save_results"]
+__all__ = ["TOLERANCE", "LOG_FLOOR", "BackendRun", "compare", "agreement", "precision", "file_stem",
+           "save_results"]
 
 log = logging.getLogger(__name__)
 
-#: Integer weights of the seed notebook, per synapse type.
-DEFAULT_WEIGHTS: dict[str, int] = {"nmda": 10, "ampa": 5, "gaba_a": 1, "gaba_b": 2}
 #: Largest relative trace difference still counted as agreement, per precision.
 TOLERANCE: dict[str, float] = {"float64": 1e-9, "float32": 1e-5}
 #: Floor (A) applied before taking log10 of a current for ``rms_log10_diff``.
@@ -77,95 +66,6 @@ class BackendRun:
     deterministic: bool = True
 
 
-def _check_weights(weights: Mapping[str, Any] | None) -> dict[str, int]:
-    merged = dict(DEFAULT_WEIGHTS)
-    for name, value in (weights or {}).items():
-        key = str(name).lower()
-        if key not in SYNAPSE_TYPES:
-            raise unknown_name("synapse type", str(name), SYNAPSE_TYPES)
-        v = float(value)
-        if not math.isfinite(v) or v < 0 or v != round(v):
-            raise ParameterError(f"weight {key} = {value!r} must be a non-negative integer (a count of "
-                                 f"CAM entries, dimensionless), e.g. {key}={DEFAULT_WEIGHTS[key]}.")
-        merged[key] = int(v)
-    return merged
-
-
-def seed_network(weights: Mapping[str, Any] | None = None, Isoma_const: float | str | None = None):
-    """The seed network: 1 neuron on Core_1, four input sources, one per synapse type.
-
-    Args:
-        weights: synapse type -> integer weight; missing types take ``DEFAULT_WEIGHTS``.
-        Isoma_const: constant injected current in A (or a string such as ``"50 pA"``);
-            None keeps the default of the parameter table.
-
-    Returns:
-        A :class:`~dynacal.chip.Network` whose inputs 0..3 are nmda, ampa, gaba_a, gaba_b.
-    """
-    w = _check_weights(weights)
-    chip = Chip()
-    neuron = chip.get_neurons(1, "Core_1")
-    sources = chip.add_inputs(len(SYNAPSE_TYPES))
-    for k, syn_type in enumerate(SYNAPSE_TYPES):
-        synapses = chip.add_connection(sources[k], neuron, synapse_type=syn_type.upper())
-        chip.connect(synapses, True)
-        synapses.weight = w[syn_type]
-    biases: dict[str, Any] = {"Isoma_th": "2000 pA", "Isoma_pfb_th": "1000 pA"}
-    if Isoma_const is not None:
-        biases["Isoma_const"] = Isoma_const
-    chip.set_bias(biases, "Core_1")
-    return chip.network()
-
-
-def seed_experiment(seed: int = 0, duration: float = 0.1, rate: float = 80.0,
-                    weights: Mapping[str, Any] | None = None, dt: float = 1e-4,
-                    Isoma_const: float | str | None = None) -> Experiment:
-    """The seed notebook's experiment: four seeded Poisson inputs into one neuron.
-
-    Args:
-        seed: seed of the Poisson generator (same seed, same input).
-        duration: length in s (rounded to whole steps).
-        rate: rate of each input in Hz.
-        weights: synapse type -> integer weight (default nmda 10, ampa 5, gaba_a 1, gaba_b 2).
-        dt: time step in s.
-        Isoma_const: constant injected current in A; None keeps the default (1 pA).
-
-    Raises:
-        ParameterError: a duration, rate, weight or dt that is not plausible.
-    """
-    if not (math.isfinite(duration) and duration > 0):
-        raise ParameterError(f"duration = {duration!r} s must be a positive number of seconds, e.g. 0.1.")
-    n_steps = int(round(duration / dt))
-    if n_steps < 1:
-        raise ParameterError(f"duration = {duration:g} s is shorter than one step of dt = {dt:g} s.")
-    network = seed_network(weights, Isoma_const)
-    stimulus = poisson(len(SYNAPSE_TYPES), rate, n_steps, dt, seed=seed)
-    return Experiment(network, stimulus, dt, n_steps, name=f"seed (seed={seed}, rate={rate:g} Hz)")
-
-
-def experiment_from_npz(path: str | os.PathLike, weights: Mapping[str, Any] | None = None) -> Experiment:
-    """The seed network driven by a recorded input raster (format: :mod:`dynacal.inputfile`).
-
-    Args:
-        path: the ``.npz`` file: ``input_spikes`` uint8 (4, T) with rows nmda, ampa,
-            gaba_a, gaba_b; ``dt`` in s; optional ``weights`` (4,) and ``Isoma_const`` in A.
-        weights: synapse type -> integer weight, for a file without ``weights``.
-
-    Raises:
-        ParameterError: the file is invalid (the message names the key and the fix), or
-            it has weights and ``weights`` was given too.
-    """
-    f = read_inputs(path)
-    if f.weights is not None:
-        if weights is not None:
-            raise ParameterError(f"{path} has weights {f.weights} and weights were given too (--weights); "
-                                 f"keep one of them.")
-        weights = dict(zip(SYNAPSE_TYPES, f.weights))
-    network = seed_network(weights, f.Isoma_const)
-    return Experiment(network, Stimulus.from_dense(f.raster), f.dt, f.raster.shape[1],
-                      name=f"inputs from {Path(path).name}")
-
-
 def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1):
     if isinstance(spec, str) and spec.partition(":")[0] == "torch":
         return get_backend(spec, dtype=dtype, device=device, substeps=substeps)
@@ -182,7 +82,7 @@ def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float
         backends: names (``"torch"``, ``"brian2"``, ``"brian2:cpp_standalone"``) or
             backend objects. ``dtype`` and ``device`` apply to the torch simulator; the
             Brian2 reference runs in float64 on the CPU.
-        experiment: what to run (e.g. :func:`seed_experiment`).
+        experiment: what to run (e.g. :func:`dynacal.seed.seed_experiment`).
         dtype: ``"float64"`` or ``"float32"``.
         device: ``"cpu"`` or ``"cuda"``.
         warm: run each backend twice and time both: the first run includes code
