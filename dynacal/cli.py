@@ -354,7 +354,7 @@ def _bench(args: argparse.Namespace) -> int:
     # the benchmark module knows its columns best; a generic table otherwise
     print(bench.format_table(records) if hasattr(bench, "format_table") else _table(records))
     if args.json:
-        from ._files import atomic_write  # noqa: PLC0415
+        from .files import atomic_write  # noqa: PLC0415
 
         text = json.dumps(records, indent=2, default=str) + "\n"
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
@@ -420,7 +420,7 @@ def _add_board(sub) -> None:
 
 
 def _board_check(args: argparse.Namespace) -> int:
-    from ._files import atomic_write  # noqa: PLC0415
+    from .files import atomic_write  # noqa: PLC0415
     from .backends.registry import get_backend  # noqa: PLC0415
 
     spec = args.backend

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._files import atomic_write
+from .files import atomic_write
 from .backends.registry import get_backend
 from .errors import ParameterError
 from .experiment import Experiment

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ._files import atomic_hdf5
+from .files import atomic_hdf5
 from ._recording_io import READABLE_VERSIONS, check_traces, read_fields
 from .errors import RecordingError, unknown_name
 from .params import STATE_NAMES
@@ -272,7 +272,7 @@ class Recording:
         Raises:
             RecordingError: the file is missing, not HDF5, truncated, or of another schema.
         """
-        from ._files import open_hdf5
+        from .files import open_hdf5
         path = Path(path)
         f = open_hdf5(path, "recording", "Re-record it or restore it from a copy.")
         where = repr(str(path))

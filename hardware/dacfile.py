@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynacal._files import atomic_write
+from dynacal.files import atomic_write
 from dynacal.errors import ParameterError
 
 from .biasgen import BIAS_NAMES, N_COARSE, N_FINE, BiasDAC, _check_bias, _check_codes, reverse_coarse

@@ -1,7 +1,9 @@
-"""Atomic file writes: a crash or an error never leaves a half-written file behind.
+"""Files the project writes and reads: atomic writes, and the one HDF5 reader.
 
-The data is written to a temporary file in the target's folder, flushed to disk, then
-renamed over the target with ``os.replace`` (atomic on POSIX and Windows).
+A crash or an error never leaves a half-written file behind: the data is written to a temporary file in the target's folder, flushed to disk, then
+renamed over the target with ``os.replace`` (atomic on POSIX and Windows). Public
+because every package writes files: the core, ``dynacal.hardware`` (bias and DAC files)
+and ``dynacal.fitting``.
 """
 
 from __future__ import annotations
