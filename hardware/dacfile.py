@@ -13,8 +13,9 @@
   parametric model, scaled per (bias, coarse range) to the geometric mean of the measured
   ratios, so a lab can measure a few fine codes per range.
 
-Use them through :meth:`BiasDAC.save <dynacal.hardware.biasgen.BiasDAC.save>` and
-:meth:`BiasDAC.load <dynacal.hardware.biasgen.BiasDAC.load>`.
+:func:`save_dac` and :func:`load_dac` are the only file functions of the DAC: this module
+builds on :mod:`.biasgen` (the model), which knows nothing of files, so the two never
+import each other.
 """
 
 from __future__ import annotations
