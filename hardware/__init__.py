@@ -7,11 +7,12 @@
 - :mod:`.config` and :mod:`.fpga`: a Network and its stimulus -> board configuration and
   FPGA spike-generator events, with every chip limit checked;
 - :mod:`.samna_board`: the ``board`` backend (samna is imported only when it is used), with
-  :mod:`.samna_device` (samna's API forms) and :mod:`.attribution` (events -> sets by timestamp);
+  :mod:`.samna_device` (samna's API forms), :mod:`.attribution` (events -> sets by timestamp)
+  and :mod:`.board_results` (checkpoints, the loss check, the Recording);
 - :mod:`.board_check`: ``dynacal board check``, the first-board smoke test;
-- :mod:`.fake_samna` and :mod:`.twin`: a fake samna (strict by default; the facts it follows,
-  with sources, in :mod:`.fake_samna.facts`) with a simulated board behind it, the ``twin``
-  backend.
+- :mod:`.fake_samna` and :mod:`.twin` (settings in :mod:`.twin_settings`): a fake samna
+  (strict by default; the facts it follows, with sources, in :mod:`.fake_samna.facts`) with
+  a simulated board behind it, the ``twin`` backend.
 
 The core (``dynacal``) never imports this package; the backend registry names it.
 """
