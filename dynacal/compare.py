@@ -11,6 +11,10 @@ several backends (:func:`compare`) and measures how far apart they are (:func:`a
   the tolerance of the lower precision of the two runs (``TOLERANCE``: 1e-9 relative
   in float64, 1e-5 in float32).
 
+The output folder is a :class:`~dynacal._outdir.RunFolder`: each backend's files are
+written (:func:`save_run`) as soon as it finished, so an interrupted comparison keeps them,
+and :func:`load_runs` reads them back to finish it (``--resume``) without running them again.
+
 Library code here logs and never prints; the CLI prints.
 """
 
@@ -20,13 +24,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ._outdir import RunFolder
 from .files import atomic_write
 from .backends.registry import get_backend
 from .errors import ParameterError
@@ -34,8 +38,8 @@ from .experiment import Experiment
 from .params import STATE_NAMES
 from .recording import Recording
 
-__all__ = ["TOLERANCE", "LOG_FLOOR", "BackendRun", "compare", "agreement", "precision", "file_stem",
-           "save_results"]
+__all__ = ["TOLERANCE", "LOG_FLOOR", "BackendRun", "resolve_backends", "compare", "agreement", "precision", "file_stem",
+           "save_run", "load_runs", "save_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 TOLERANCE: dict[str, float] = {"float64": 1e-9, "float32": 1e-5}
 #: Floor (A) applied before taking log10 of a current for ``rms_log10_diff``.
 LOG_FLOOR = 1e-18
+# the key of a saved run's times in its Recording's metadata (read back on --resume)
+_TIMING = "compare_timing"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +63,8 @@ class BackendRun:
             generation, compilation and JIT); equal to ``wall_s`` when it ran once.
         deterministic: whether the runs gave identical spikes and traces (True when it ran
             once).
+        reused: read back from the output folder of an interrupted run (``--resume``), not
+            run again; the times are those of that run.
     """
 
     label: str
@@ -64,6 +72,7 @@ class BackendRun:
     wall_s: float
     first_wall_s: float
     deterministic: bool = True
+    reused: bool = False
 
 
 def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1):
@@ -72,15 +81,38 @@ def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1):
     return get_backend(spec)  # the reference backends run in float64 on the CPU
 
 
-def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float64",
+def resolve_backends(backends: Sequence[Any], dtype: str = "float64", device: str = "cpu",
+                     substeps: int = 1) -> dict[str, Any]:
+    """label -> backend object for :func:`compare`, every one resolved before any runs (a
+    missing one fails fast, before an output folder is made); arguments as for :func:`compare`.
+
+    Raises:
+        ParameterError: an unsupported dtype or a backend listed twice.
+        BackendUnavailable: a backend whose package is not installed.
+    """
+    if dtype not in TOLERANCE:
+        raise ParameterError(f"dtype {dtype!r} is not supported; use 'float64' or 'float32'.")
+    resolved = {}
+    for spec in backends:
+        backend = _make_backend(spec, dtype, device, substeps)
+        label = spec if isinstance(spec, str) else backend.name
+        if label in resolved:
+            raise ParameterError(f"backend {label!r} is listed twice; list each backend once.")
+        resolved[label] = backend
+    return resolved
+
+
+def compare(backends: Sequence[Any] | Mapping[str, Any], experiment: Experiment, dtype: str = "float64",
             device: str = "cpu", *,
             warm: bool = True, substeps: int = 1,
-            progress: Callable[[str, BackendRun | None], None] | None = None) -> dict[str, BackendRun]:
+            progress: Callable[[str, BackendRun | None], None] | None = None,
+            done: Mapping[str, BackendRun] | None = None,
+            on_run: Callable[[BackendRun], None] | None = None) -> dict[str, BackendRun]:
     """Run ``experiment`` on each backend, recording every state trace.
 
     Args:
         backends: names (``"torch"``, ``"brian2"``, ``"brian2:cpp_standalone"``) or
-            backend objects. ``dtype`` and ``device`` apply to the torch simulator; the
+            backend objects, or the result of :func:`resolve_backends`. ``dtype`` and ``device`` apply to the torch simulator; the
             Brian2 reference runs in float64 on the CPU.
         experiment: what to run (e.g. :func:`dynacal.seed.seed_experiment`).
         dtype: ``"float64"`` or ``"float32"``.
@@ -91,24 +123,24 @@ def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float
             more where a stability warning asks for them).
         progress: called with ``(label, None)`` before each backend and ``(label, run)``
             after it (the CLI prints from it).
+        done: label -> run of backends that are not run again (:func:`load_runs`).
+        on_run: called with each new run as soon as it is finished (:func:`save_run`), so
+            that an interruption keeps the backends that finished.
 
     Returns:
         label -> :class:`BackendRun`, in the order given.
     """
-    if dtype not in TOLERANCE:
-        raise ParameterError(f"dtype {dtype!r} is not supported; use 'float64' or 'float32'.")
-    resolved = {}  # every backend is resolved before any runs: a missing one fails fast
-    for spec in backends:
-        backend = _make_backend(spec, dtype, device, substeps)
-        label = spec if isinstance(spec, str) else backend.name
-        if label in resolved:
-            raise ParameterError(f"backend {label!r} is listed twice; list each backend once.")
-        resolved[label] = backend
+    resolved = backends if isinstance(backends, Mapping) else resolve_backends(backends, dtype, device, substeps)
     runs: dict[str, BackendRun] = {}
     for label, backend in resolved.items():
-        log.info("running %s on %s", label, experiment.name or "the experiment")
         if progress:
             progress(label, None)
+        if label in (done or {}):
+            runs[label] = done[label]
+            if progress:
+                progress(label, runs[label])
+            continue
+        log.info("running %s on %s", label, experiment.name or "the experiment")
         walls, recs = [], []
         # a backend that measures spikes only (the board, the twin) says so: compare its spikes
         record = () if getattr(backend, "records_traces", True) is False else "all"
@@ -124,6 +156,8 @@ def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float
         runs[label] = BackendRun(label, recs[-1], walls[-1], walls[0], same)
         log.info("%s took %.3f s (first run %.3f s), %d spikes", label, walls[-1], walls[0],
                  recs[-1].spike_step.size)
+        if on_run:
+            on_run(runs[label])
         if progress:
             progress(label, runs[label])
     return runs
@@ -230,29 +264,56 @@ def _npz_arrays(rec: Recording) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_results(runs: Mapping[str, BackendRun], agreements: Sequence[dict], out: str | os.PathLike,
-                 info: Mapping[str, Any] | None = None) -> list[Path]:
-    """Write each run's Recording (``<label>.h5``), its plain NumPy archive
-    (``<label>.npz``: one float64 (T,) array per trace in A, trace[k] = state at the start
-    of step k, and int64 ``spike_steps``) and ``metrics.json``, all atomically.
-
-    Args:
-        runs: from :func:`compare`. agreements: from :func:`agreement`.
-        out: output folder (created). info: more JSON-able facts for ``metrics.json``.
+def save_run(run: BackendRun, folder: RunFolder) -> list[Path]:
+    """Write one run's Recording (``<label>.h5``, its times under ``metadata["compare"]``)
+    and its plain NumPy archive (``<label>.npz``: one float64 (T,) array per trace in A,
+    trace[k] = state at the start of step k, and int64 ``spike_steps``) into ``folder``,
+    atomically, and list both in its manifest.
 
     Returns:
         The paths written.
     """
-    out = Path(out)
-    written = []
+    stem = file_stem(run.label)
+    timing = {"wall_time_s": run.wall_s, "first_run_wall_time_s": run.first_wall_s,
+              "deterministic": run.deterministic}
+    rec = dataclasses.replace(run.recording, metadata={**run.recording.metadata, _TIMING: timing})
+    arrays = _npz_arrays(run.recording)  # before any write: a recording it cannot hold writes nothing
+    h5 = folder.add(rec.save(folder.path / f"{stem}.h5"), part=run.label)
+    npz = folder.add(atomic_write(folder.path / f"{stem}.npz", lambda fh: np.savez(fh, **arrays)), part=run.label)
+    return [h5, npz]
+
+
+def load_runs(folder: RunFolder, labels: Sequence[str]) -> dict[str, BackendRun]:
+    """The runs of ``labels`` that an interrupted run in ``folder`` finished (both files
+    intact, same options: :meth:`RunFolder.reuse`), read back as :class:`BackendRun`."""
+    runs = {}
+    for label in labels:
+        stem = file_stem(label)
+        h5, npz = folder.reuse(f"{stem}.h5"), folder.reuse(f"{stem}.npz")
+        if h5 is None or npz is None:
+            continue
+        rec = Recording.load(h5)
+        timing = rec.metadata.pop(_TIMING)
+        runs[label] = BackendRun(label, rec, timing["wall_time_s"], timing["first_run_wall_time_s"],
+                                 timing["deterministic"], reused=True)
+    return runs
+
+
+def save_metrics(runs: Mapping[str, BackendRun], agreements: Sequence[dict], folder: RunFolder,
+                 info: Mapping[str, Any] | None = None) -> Path:
+    """Write ``metrics.json`` (times, spikes, agreements, definitions) into ``folder``,
+    atomically, and list it in its manifest.
+
+    Args:
+        runs: from :func:`compare`. agreements: from :func:`agreement`.
+        info: more JSON-able facts for ``metrics.json``.
+    """
     backends = {}
     for label, run in runs.items():
         stem = file_stem(label)
-        written.append(run.recording.save(out / f"{stem}.h5"))
-        arrays = _npz_arrays(run.recording)
-        written.append(atomic_write(out / f"{stem}.npz", lambda fh, a=arrays: np.savez(fh, **a)))
         backends[label] = {"wall_time_s": run.wall_s, "first_run_wall_time_s": run.first_wall_s,
-                           "deterministic": run.deterministic, "n_spikes": int(run.recording.spike_step.size),
+                           "deterministic": run.deterministic, "reused": run.reused,
+                           "n_spikes": int(run.recording.spike_step.size),
                            "spike_steps": run.recording.spike_step.tolist(), "precision": precision(run.recording),
                            "files": [f"{stem}.h5", f"{stem}.npz"], "metadata": run.recording.metadata}
     metrics = {**(info or {}), "backends": backends, "agreement": list(agreements),
@@ -264,8 +325,7 @@ def save_results(runs: Mapping[str, BackendRun], agreements: Sequence[dict], out
                                "first_run_wall_time_s": "wall time of its first run in the process "
                                                         "(includes code generation, compilation and JIT)"}}
     text = json.dumps(_jsonable(metrics), indent=2, default=str) + "\n"
-    written.append(atomic_write(out / "metrics.json", lambda fh: fh.write(text.encode())))
-    return written
+    return folder.add(atomic_write(folder.path / "metrics.json", lambda fh: fh.write(text.encode())))
 
 
 def _jsonable(obj: Any) -> Any:
