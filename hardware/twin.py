@@ -22,6 +22,11 @@ The twin behaves like a physical board, as seen through samna:
   at >= 100 nA) since the previous run, a run starts with the last ``memory_s`` (0.5 s) of
   input replayed (under the current biases: an approximation, exact when they did not
   change); state older than ``memory_s`` is taken as decayed. Idle time between runs counts;
+- a reconfiguration ends a run: each run is simulated past its stimulus (``tail_s``), but when
+  the host sets a bias, applies a configuration or starts the next stimulus at time T, the
+  spikes the old configuration would have fired after T never happen (the chip changed): they
+  are taken out of the host buffer unseen (``TwinRun.n_cut``), so they never fall into the next
+  set's window;
 - faults on request (:class:`TwinFaults`): the device disappears at a time into a given run
   (every later call raises ``RuntimeError``, events not yet in the host buffer are lost,
   and it comes back powered up after ``reconnect_after_s``), and a fraction of events
@@ -96,6 +101,11 @@ class TwinBoard:
         self.last_run: TwinRun | None = None
         self.history: list[TwinRun] = []  # every run's ground truth, in order
         self._pending: list = []  # (arrival s, event) in flight outside a run
+        # spikes of the last run not yet fired (spike time s, event, index in last_run): a
+        # reconfiguration or a new run at time T means the chip's state changed at T, so the
+        # spikes the old run would have fired after T never happen (:meth:`_cut`)
+        self._future: list[tuple[float, object, int]] = []
+        self.retract = lambda events: None  # set by the fake device: removes events from its buffers
         self._lost_routes = 0
         self._sim = TorchBackend(engine="fused")
         self._gone_at = self._back_at = math.inf
@@ -137,9 +147,26 @@ class TwinBoard:
         self._update()
 
     def configure(self, state: ConfigState) -> None:
+        self._cut()
         self.state = state
 
+    def _cut(self) -> None:
+        """The chip changes now: the last run's spikes after now are not fired (they were
+        simulated under the old configuration) and leave the host buffer unseen."""
+        if not self._future:
+            return
+        run, gone = self.last_run, []
+        for t_spike, event, k in self._future:
+            if t_spike > self.now_s:
+                gone.append(event)
+                if run is not None and run.kept is not None:
+                    run.kept[k] = False
+                    run.n_cut += 1
+        self._future = []
+        self.retract(gone)
+
     def set_bias(self, chip: int, core: int, name: str, coarse: int, fine: int) -> None:
+        self._cut()
         self.state.codes[chip, core, _BIAS[name]] = (coarse, fine)
         if name in LEAK_BIASES:
             idx = [_BIAS[b] for b in LEAK_BIASES]
@@ -158,6 +185,7 @@ class TwinBoard:
 
     def play(self, fpga: tuple, multiplier: int) -> list:
         """Run the preloaded stimulus from now; returns (arrival time s, event) pairs."""
+        self._cut()
         core_mask, address, target_chip, isi = fpga
         run, t0 = self.runs, self.now_s
         self.runs += 1
@@ -286,6 +314,7 @@ class TwinBoard:
             g = int(who[k])
             ev = dyn.Spike(g // 1024, (g % 1024) // 256, g % 256, int(count[k] % period))
             timed.append((float(arrival[k]), ev))
+            self._future.append((float(t_spike[k]), ev, int(k)))
         first_wrap = int(math.floor((t0 - self._reset_at) * 1e6)) // period + 1
         last_wrap = int(math.floor((end - self._reset_at) * 1e6)) // period
         for w in range(first_wrap, last_wrap + 1):

@@ -99,3 +99,4 @@ class TwinRun:
     kept: np.ndarray | None = None  # bool (S,): the spike reached the host buffer
     late: np.ndarray | None = None  # bool (S,): it arrived late_delay_s late
     lost_routes: int = 0  # SRAM routes that left the 2 x 2 chip grid (their events are lost)
+    n_cut: int = 0  # kept spikes not fired: the chip was reconfigured before their time

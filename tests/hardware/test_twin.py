@@ -137,3 +137,20 @@ def test_noise_levels_are_settable():
     assert abs((n - kept) - 0.2 * n) < 4 * np.sqrt(0.2 * 0.8 * n), (n - kept, n)
     offset = rec.spike_time - rec.spike_step * exp.dt
     assert np.quantile(offset, 0.9) > 25e-6  # latency 2 us + |N(0, 20 us)|
+
+
+def test_a_reconfiguration_ends_the_previous_sets_spikes():
+    """The twin simulates each set past its stimulus; the board listens 50 ms and then sets the
+    next set's codes. Spikes the old configuration would have fired after that moment never
+    happen: they must not land in the next set's window (they did: +45 % at the second level)."""
+    from dynacal.protocols import FICurve
+    pr = FICurve(levels=(1.5e-9, 2.27e-9), duration=0.5, settle=0.0)
+    ex = pr.experiment("core0:16")
+    short = pr.run_experiment(get_backend("twin:7"), ex)
+    board = get_backend("twin:7", tail_s=0.6)  # listens past the twin's whole tail: nothing overlaps
+    long = pr.run_experiment(board, ex)
+    np.testing.assert_array_equal(short.spike_counts(), long.spike_counts())
+    assert sum(r.n_cut for r in board.twin.history) == 0  # the long tail cut nothing
+    default = get_backend("twin:7")
+    pr.run_experiment(default, ex)
+    assert sum(r.n_cut for r in default.twin.history) > 0  # the default one did cut the first set's tail
