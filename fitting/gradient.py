@@ -15,8 +15,9 @@ of a feed-forward core is block-diagonal), the core values move all of them.
 
 scaled so that ``d ln v / d z = 1`` in the middle of the window: a learning rate is then
 the step in ``ln v`` (0.05 = about 5 % per step), one per parameter (``lr`` may be a dict
-name -> rate). Linear parameters (``log=False``) use ``v = low + (high - low) sigmoid(4 z)``
-(the rate is then a fraction of the window per step).
+name -> rate); Adam's rates decay (cosine) to 1/20 over ``steps``. Linear parameters
+(``log=False``) use ``v = low + (high - low) sigmoid(4 z)`` (the rate is then a fraction of
+the window per step).
 
 **NaN and instability.** A neuron whose loss is not finite, or that the Score marks
 unstable, gives no gradient; after the step its factors go back to their last valid
@@ -59,7 +60,7 @@ class GradientFit(NamedTuple):
             ``n_valid``, ``n_bad`` (unstable or NaN this step), ``time_s`` (since start).
         loss: float (N,), the per-neuron loss at the returned state (NaN where never valid).
         valid: bool (N,), the neuron had a valid loss at the returned state.
-        at_bound: name -> bool (N,) or bool: the value is within 1e-3 (in sigmoid units) of a bound.
+        at_bound: name -> bool (N,) or bool: the value is within 1 % of its window (sigmoid units) of a bound.
         stopped: why the fit stopped (``"steps"``, ``"budget"``, ``"converged"``).
     """
 
@@ -80,21 +81,22 @@ class Bounded:
         if not (math.isfinite(low) and math.isfinite(high) and high > low and (low > 0 or not log_scale)):
             raise ParameterError(f"{name}: bounds [{low}, {high}] must be finite with low < high (and low > 0 on "
                                  f"a log scale); fix the SearchSpace's Parameter.")
-        self.name, self.log = name, bool(log_scale)
+        self.name, self.log, self.low, self.high = name, bool(log_scale), float(low), float(high)
         self.lo, self.hi = (math.log(low), math.log(high)) if self.log else (float(low), float(high))
         self.width = self.hi - self.lo
         self.k = 4.0 / self.width if self.log else 4.0  # d ln v / d z = 1 in the middle (log)
 
     def value(self, z: Tensor) -> Tensor:
         x = self.lo + self.width * torch.sigmoid(self.k * z)
-        return torch.exp(x) if self.log else x
+        # clamped: exp(ln low) may round one ulp below low
+        return (torch.exp(x) if self.log else x).clamp(self.low, self.high)
 
     def unit(self, z: Tensor) -> Tensor:
         """Where z sits in the window, 0..1."""
         return torch.sigmoid(self.k * z)
 
     def z_of(self, value) -> Tensor:
-        v = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        v = torch.as_tensor(np.array(value, dtype=np.float64))
         if not torch.all(torch.isfinite(v)) or (self.log and torch.any(v <= 0)):
             raise ParameterError(f"{self.name}: start value {value} must be finite{' and > 0' if self.log else ''}.")
         x = torch.log(v) if self.log else v
@@ -202,7 +204,7 @@ def fit_gradient(objective, space, start: Mapping[str, Any] | None = None, *, st
     n = _n_neurons(objective, space, start)
     params = _params(space, start, n, per_neuron)
     rates = {key: torch.full_like(z, _lr_of(lr, key[1], 0.05)) for key, (_, z) in params.items()}
-    runner = _Adam(params, rates) if method == "adam" else _LBFGS(params, rates)
+    runner = _Adam(params, rates, int(steps)) if method == "adam" else _LBFGS(params, rates)
     return _loop(objective, params, runner, n, int(steps), budget_s, progress, tol)
 
 
@@ -280,10 +282,12 @@ def _clean_grads(params) -> None:
 
 
 class _Adam:
-    """Adam with one learning rate per element (the guard halves those of bad neurons)."""
+    """Adam with one learning rate per element (the guard halves those of bad neurons),
+    times a cosine decay from 1 to 1/20 over the steps (the late steps settle instead of
+    hovering at the noise floor of a constant rate)."""
 
-    def __init__(self, params, rates, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.rates, self.betas, self.eps = params, rates, betas, eps
+    def __init__(self, params, rates, steps: int, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.rates, self.betas, self.eps, self.steps = params, rates, betas, eps, max(int(steps), 1)
         self.m = {k: torch.zeros_like(z) for k, (_, z) in params.items()}
         self.v = {k: torch.zeros_like(z) for k, (_, z) in params.items()}
         self.t = 0
@@ -296,6 +300,7 @@ class _Adam:
         bad = guard.check(total, valid)
         self.t += 1
         b1, b2 = self.betas
+        decay = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(self.t - 1, self.steps) / self.steps))
         with torch.no_grad():
             for key, (_, z) in self.params.items():
                 g = z.grad if z.grad is not None else torch.zeros_like(z)
@@ -306,7 +311,7 @@ class _Adam:
                 self.v[key].mul_(b2).addcmul_(g, g, value=1 - b2)
                 m_hat = self.m[key] / (1 - b1 ** self.t)
                 v_hat = self.v[key] / (1 - b2 ** self.t)
-                z.sub_(self.rates[key] * m_hat / (v_hat.sqrt() + self.eps))
+                z.sub_(decay * self.rates[key] * m_hat / (v_hat.sqrt() + self.eps))
         return total.detach(), valid
 
 
@@ -371,7 +376,7 @@ def _result(params, guard: _Guard, history, stopped) -> GradientFit:
         z = guard.best[key]
         value = b.value(z).detach().cpu().numpy().reshape(-1)
         u = b.unit(z).detach().cpu().numpy().reshape(-1)
-        edge = (u < 1e-3) | (u > 1 - 1e-3)
+        edge = (u < 1e-2) | (u > 1 - 1e-2)  # within 1 % of the window
         kind, name = key
         if kind == "factor":
             factors[name], at_bound[name] = value, edge

@@ -1,0 +1,114 @@
+"""The gradient fitter: bounded transforms, NaN / unstable safety, recovery of known
+per-neuron parameters through the simulator (slow), from traces and from spikes only."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from dynacal import get_backend
+from dynacal.errors import ParameterError
+from dynacal.fitting.gradient import Bounded, fit_gradient
+from dynacal.fitting.spike_time import Score, SpikeTimeObjective
+from dynacal.protocols import FICurve, RateTransfer, SynapticKernels
+
+
+def par(low, high, log=True, default=None):
+    """A Parameter as fitting/space.py defines it (name-free: the space's dict names it)."""
+    return SimpleNamespace(low=low, high=high, log=log, default=default)
+
+
+class Quadratic:
+    """An objective with a known optimum: per neuron (ln(core * f_n) - ln t_n)^2, and optional
+    regions where a neuron's loss is NaN or its candidate unstable (the Score's contract)."""
+
+    def __init__(self, truth, nan_above=None, unstable_above=None):
+        self.truth = torch.as_tensor(truth, dtype=torch.float64)
+        self.n_neurons = self.truth.numel()
+        self.nan_above, self.unstable_above = nan_above or {}, unstable_above or {}
+        self.calls = 0
+
+    def evaluate(self, core, factors=None, scales=None):
+        self.calls += 1
+        value = core.get("Isoma_dpi_tau", torch.ones(1, dtype=torch.float64)).reshape(-1, 1)
+        if factors:
+            value = value * factors["Isoma_dpi_tau"]
+        total = (torch.log(value) - torch.log(self.truth)) ** 2
+        unstable = np.zeros(tuple(total.shape), bool)
+        v = value.detach()
+        for n, limit in self.nan_above.items():
+            if float(v[0, n]) > limit:  # NaN in the value and the gradient, as a blown-up run gives
+                total = total.index_put((torch.tensor([0]), torch.tensor([n])), total[0, n] * float("nan"))
+        for n, limit in self.unstable_above.items():
+            unstable[0, n] = float(v[0, n]) > limit
+        return Score(total, {}, unstable)
+
+
+def test_bounded_transform_stays_inside_and_round_trips():
+    b = Bounded("Isoma_dpi_tau", 1e-13, 1e-10)
+    z = torch.tensor([-1e6, -30.0, 0.0, 30.0, 1e6], dtype=torch.float64)
+    v = b.value(z)
+    assert torch.all(v >= 1e-13) and torch.all(v <= 1e-10) and torch.all(torch.isfinite(v))
+    np.testing.assert_allclose(b.value(b.z_of([3e-12, 5e-11])).numpy(), [3e-12, 5e-11], rtol=1e-12)
+    # a unit step in z moves ln v by 1 in the middle of the window (the learning rate's unit)
+    mid = b.z_of(np.sqrt(1e-13 * 1e-10))
+    np.testing.assert_allclose(float(torch.log(b.value(mid + 1e-6)) - torch.log(b.value(mid))) / 1e-6, 1.0, rtol=1e-4)
+    lin = Bounded("soma_refP", 0.0, 0.01, log_scale=False)
+    np.testing.assert_allclose(lin.value(lin.z_of([0.004])).numpy(), [0.004], rtol=1e-12)
+    with pytest.raises(ParameterError, match="low < high"):
+        Bounded("x", 1.0, 1.0)
+    with pytest.raises(ParameterError, match="low > 0"):
+        Bounded("x", 0.0, 1.0)
+
+
+@pytest.mark.parametrize("method", ["adam", "lbfgs"])
+def test_core_and_factors_share_one_optimiser(method):
+    truth = 5e-12 * np.array([0.5, 0.8, 1.0, 1.3, 2.0, 3.0])
+    space = SimpleNamespace(core={"Isoma_dpi_tau": par(1e-13, 1e-10, default=2e-11)},
+                            mismatch={"Isoma_dpi_tau": par(0.2, 5.0)}, scales={})
+    fit = fit_gradient(Quadratic(truth), space, steps=300 if method == "adam" else 30, lr=0.1, method=method)
+    value = fit.core["Isoma_dpi_tau"] * fit.factors["Isoma_dpi_tau"]
+    np.testing.assert_allclose(value, truth, rtol=1e-3)
+    assert fit.valid.all() and fit.history[-1]["best"] < 1e-6
+
+
+def test_bounds_are_respected():
+    truth = np.array([0.05, 1.0, 20.0])  # outside the factor window 0.2..5 for two neurons
+    space = SimpleNamespace(core={}, mismatch={"Isoma_dpi_tau": par(0.2, 5.0)}, scales={})
+    obj = Quadratic(truth)
+    fit = fit_gradient(obj, space, steps=400, lr=0.2)
+    f = fit.factors["Isoma_dpi_tau"]
+    assert np.all(f >= 0.2) and np.all(f <= 5.0)
+    np.testing.assert_allclose(f, [0.2, 1.0, 5.0], rtol=1e-2)  # at the bounds (the sigmoid flattens there), free inside
+    np.testing.assert_array_equal(fit.at_bound["Isoma_dpi_tau"], [True, False, True])
+
+
+def test_nan_and_unstable_candidates_do_not_poison_the_fit():
+    """Neuron 0 turns NaN above 1.5 (its optimum is 2), neuron 1 unstable above 1.5: the
+    others reach their optimum, the core is not dragged, and the bad ones stay valid."""
+    truth = np.array([2.0, 2.0, 0.7, 1.0, 1.4])
+    obj = Quadratic(truth, nan_above={0: 1.5}, unstable_above={1: 1.5})
+    space = SimpleNamespace(core={}, mismatch={"Isoma_dpi_tau": par(0.2, 5.0)}, scales={})
+    fit = fit_gradient(obj, space, steps=300, lr=0.1)
+    f = fit.factors["Isoma_dpi_tau"]
+    np.testing.assert_allclose(f[2:], truth[2:], rtol=1e-3)
+    assert np.all(np.isfinite(f)) and np.all(f[:2] <= 1.5) and np.all(f[:2] > 1.3)
+    assert fit.valid.all() and np.all(np.isfinite(fit.loss))
+    assert max(h["n_bad"] for h in fit.history) >= 1  # the bad regions were visited and refused
+
+
+def test_stops_on_budget_and_refuses_bad_arguments():
+    space = SimpleNamespace(core={}, mismatch={"Isoma_dpi_tau": par(0.2, 5.0)}, scales={})
+    fit = fit_gradient(Quadratic(np.ones(3)), space, steps=10 ** 6, budget_s=0.3)
+    assert fit.stopped == "budget" and 1 <= len(fit.history) < 10 ** 6 and fit.history[-1]["time_s"] < 0.6
+    with pytest.raises(ParameterError, match="adam"):
+        fit_gradient(Quadratic(np.ones(3)), space, method="sgd")
+    with pytest.raises(ParameterError, match="budget_s"):
+        fit_gradient(Quadratic(np.ones(3)), space, budget_s=0)
+    with pytest.raises(ParameterError, match="lr for Isoma_dpi_tau"):
+        fit_gradient(Quadratic(np.ones(3)), space, lr={"Isoma_dpi_tau": -1})
+    with pytest.raises(ParameterError, match="no start value"):
+        fit_gradient(Quadratic(np.ones(3)), SimpleNamespace(core={"Isoma_dpi_tau": par(1e-13, 1e-10)}))
