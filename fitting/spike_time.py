@@ -20,9 +20,10 @@ so the spike time ``t = (k + phi) dt`` moves continuously with the parameters
 crossing). The pathwise derivative restarts at every reset (the reset step is fixed), so
 ``d phi_j`` is the derivative of the j-th interval from its reset to its crossing: the
 mean ISI of the spikes in a window gets the value ``(t_last - t_first) / (n - 1)`` and the
-gradient ``dt * mean_j d phi_j`` over the intervals. A neuron that the target shows firing
-and the candidate shows silent gets ``e = ln(Isoma_th / max_t Isoma_mem)`` (> 0), whose
-gradient raises the membrane towards threshold.
+gradient ``dt * mean_j d phi_j`` over the intervals. With fewer than 2 spikes in the
+window the rate is the count rate (as ``SpikeIndex.rate`` falls back for the target), and a
+silent candidate where the target fires gets ``ln(Isoma_th / max_t Isoma_mem)`` (> 0) added
+to its error, whose gradient raises the membrane towards threshold.
 
 - :func:`isi_rate`: (B, N) Hz, the rate ``1 / mean ISI`` with that gradient.
 - :func:`isi_rate_loss`: ``e = ln((r_model + floor) / (r_target + floor))`` per condition, as
@@ -114,6 +115,13 @@ def isi_rate(rec: Recording, threshold: Tensor, start: int = 0, stop: int | None
     return rate, drive
 
 
+def _counts(rec: Recording, start: int, stop: int) -> np.ndarray:
+    sel = (rec.spike_step >= start) & (rec.spike_step < stop)
+    counts = np.zeros((rec.batch, rec.n_neurons))
+    np.add.at(counts, (rec.spike_batch[sel], rec.spike_neuron[sel]), 1)
+    return counts
+
+
 def isi_rate_loss(model: Recording, target: Recording, threshold: Tensor, *,
                   window: tuple[float, float] | None = None, rate_floor: float = 1.0,
                   n_conditions: int | None = None) -> losses.PerNeuron:
@@ -136,11 +144,15 @@ def isi_rate_loss(model: Recording, target: Recording, threshold: Tensor, *,
     m, d = split_sets(r_model.to(torch.float64), p.n_conditions), split_sets(drive.to(torch.float64), p.n_conditions)
     t = r_target.expand(p.n_conditions, -1) if target.batch == 1 else r_target
     t = t.expand_as(m)
+    # fewer than 2 spikes: the count rate, as SpikeIndex.rate falls back for the target
+    length = (stop - start) * model.dt
+    counts = torch.as_tensor(_counts(model, start, stop), dtype=torch.float64)
+    c = split_sets(counts, p.n_conditions)
     fired = torch.isfinite(m)
-    e_rate = torch.log((torch.where(fired, m, torch.zeros_like(m)) + rate_floor) / (t + rate_floor))
-    # silent candidate, firing target: push the membrane up (no rate to compare)
-    e_silent = torch.where(t > 0, torch.relu(-d) + torch.log((t + rate_floor) / rate_floor), torch.zeros_like(d))
-    e = torch.where(fired, e_rate, e_silent)
+    value = torch.where(fired, m, c / length)
+    e = torch.log((value + rate_floor) / (t + rate_floor))
+    # silent candidate, firing target: the membrane's distance to threshold gives the gradient
+    e = torch.where((c == 0) & (t > 0), e - torch.relu(-d), e)
     ok = np.ones(tuple(t.shape[1:]), dtype=bool)
     return losses._reduce(e ** 2, ok, ok[None], 0.0, "", losses._unstable(model, p))
 
