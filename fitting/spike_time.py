@@ -36,11 +36,12 @@ to its error, whose gradient raises the membrane towards threshold.
   the log-trace error of each (``losses.trace_loss``'s definition, smooth: a synapse does
   not spike), all weighted 1 (``losses.combine``).
 
-Limit (measured, ``tests/fitting/test_spike_time.py``): with adaptation on, the interval's
+Limit (measured, ``benchmarks/gradient_fit.py``): with adaptation on, the interval's
 derivative holds the AHP's jumps at their steps, so it leaves out the feedback of an
 earlier spike on the adaptation current; at the table's defaults the gradient of an f-I
-rate by ``ln Isoma_dpi_tau`` is 1.3..2x the finite difference (the sign is right). Without
-adaptation it agrees with finite differences within their step quantisation (5-15 %).
+rate by ``ln Isoma_dpi_tau`` is 0.9..3.8x the finite difference (the sign is right).
+Without adaptation it agrees with finite differences within their step quantisation
+(about 15 %, ``tests/fitting/test_spike_time.py``).
 """
 
 from __future__ import annotations
