@@ -150,9 +150,8 @@ def _evaluate(objective, params) -> tuple[Tensor, np.ndarray]:
 
 
 def _n_neurons(objective, space, start) -> int:
-    for attr in ("n_neurons",):
-        if getattr(objective, attr, None) is not None:
-            return int(getattr(objective, attr))
+    if getattr(objective, "n_neurons", None) is not None:
+        return int(objective.n_neurons)
     target = getattr(objective, "target", None)
     if target is not None and getattr(target, "neurons", None) is not None:
         return len(target.neurons)
