@@ -324,7 +324,9 @@ class _LBFGS:
         self._new()
 
     def _new(self):
-        self.opt = torch.optim.LBFGS(self.leaves, lr=1.0, max_iter=4, history_size=10,
+        # tolerances near 0: the sum over neurons is tiny long before its slowest neuron is done
+        self.opt = torch.optim.LBFGS(self.leaves, lr=1.0, max_iter=4, history_size=10, tolerance_grad=1e-14,
+                                     tolerance_change=1e-16,
                                      line_search_fn="strong_wolfe")
 
     def step(self, objective, guard: _Guard):

@@ -207,3 +207,17 @@ def test_crossing_time_gradients_beat_the_surrogate_on_the_objectives_own_score(
             score = reference.evaluate({}, {k: torch.as_tensor(v)[None] for k, v in fit.factors.items()})
         scores[name] = float(score.total.mean())
     assert scores["crossing"] < 0.05 and scores["crossing"] < scores["surrogate"] / 4
+
+
+@pytest.mark.slow
+def test_lbfgs_recovers_the_leak_from_fi_spikes():
+    """L-BFGS (strong Wolfe) on the crossing-time objective: 16 leak factors from spikes of
+    an f-I curve, from factors 1, 20 steps. Measured: RMS 0.17 %, 15 neurons within 4e-4, one
+    stuck at 0.7 % (loss 1.5e-5, where the gradient, which leaves out the adaptation's
+    feedback, vanishes first: spike_time docstring)."""
+    truth, recs = _chip(SynapticKernels(synapses=("ampa",), weights=(8,)))
+    space = SimpleNamespace(core={}, mismatch={"Isoma_dpi_tau": par(0.2, 5.0)}, scales={})
+    fit = fit_gradient(SpikeTimeObjective({"fi": recs["fi"]}), space, steps=20, method="lbfgs")
+    err = fit.factors["Isoma_dpi_tau"] * BASE["Isoma_dpi_tau"] / truth["Isoma_dpi_tau"] - 1
+    assert fit.valid.all() and np.sqrt(np.mean(err ** 2)) < 0.002 and np.abs(err).max() < 0.008
+    assert np.sort(np.abs(err))[-2] < 5e-4

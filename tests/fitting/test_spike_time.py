@@ -46,7 +46,8 @@ def test_loss_zero_at_the_target_and_counts_silent_windows():
     _, p, target = run(lx)
     x, p, model = run(lx, grad=True)
     loss = isi_rate_loss(model, target, p.Isoma_th, window=(FI.settle, FI.duration))
-    np.testing.assert_allclose(loss.values.detach().numpy(), 0.0, atol=1e-12)
+    # the model's rate uses the sub-step phases, the target's whole steps: 1e-4 apart
+    np.testing.assert_allclose(loss.values.detach().numpy(), 0.0, atol=1e-7)
     # a much leakier candidate (silent at the lowest level where the target fires) is
     # penalised, and a small step against its gradient lowers every neuron's loss
     far = lx + 1.0
