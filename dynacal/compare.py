@@ -166,15 +166,16 @@ def experiment_from_npz(path: str | os.PathLike, weights: Mapping[str, Any] | No
                       name=f"inputs from {Path(path).name}")
 
 
-def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1):
+def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1, calibration=None):
     if isinstance(spec, str) and spec.partition(":")[0] == "torch":
-        return get_backend(spec, dtype=dtype, device=device, substeps=substeps)
+        chip = {} if calibration is None else {"calibration": calibration}
+        return get_backend(spec, dtype=dtype, device=device, substeps=substeps, **chip)
     return get_backend(spec)  # the reference backends run in float64 on the CPU
 
 
 def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float64",
             device: str = "cpu", *,
-            warm: bool = True, substeps: int = 1,
+            warm: bool = True, substeps: int = 1, calibration=None,
             progress: Callable[[str, BackendRun | None], None] | None = None) -> dict[str, BackendRun]:
     """Run ``experiment`` on each backend, recording every state trace.
 
@@ -189,6 +190,8 @@ def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float
             generation and JIT, the second is the warm speed; the two must be identical.
         substeps: Euler sub-steps per step of the torch simulator (1 is Brian2-exact;
             more where a stability warning asks for them).
+        calibration: the torch simulator runs as this chip (``TorchBackend(calibration=)``:
+            a ChipLayers or a calibration file); the other backends are what they are.
         progress: called with ``(label, None)`` before each backend and ``(label, run)``
             after it (the CLI prints from it).
 
@@ -199,7 +202,7 @@ def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float
         raise ParameterError(f"dtype {dtype!r} is not supported; use 'float64' or 'float32'.")
     resolved = {}  # every backend is resolved before any runs: a missing one fails fast
     for spec in backends:
-        backend = _make_backend(spec, dtype, device, substeps)
+        backend = _make_backend(spec, dtype, device, substeps, calibration)
         label = spec if isinstance(spec, str) else backend.name
         if label in resolved:
             raise ParameterError(f"backend {label!r} is listed twice; list each backend once.")

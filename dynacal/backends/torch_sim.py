@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import time
 import weakref
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ import torch
 from ..errors import BackendUnavailable, ParameterError, unknown_name
 from .._progress import Progress
 from ..experiment import Experiment
+from ..layers import ChipLayers
 from ..params import STATE_NAMES, Params
 from ..recording import Recording
 from . import sizing, stability
@@ -64,6 +66,12 @@ class TorchBackend:
             (``fused_cpu_grad``) alike; ``"none"`` holds spikes constant (exact gradients
             of smooth observables).
         chunk_steps: steps whose input counts are built at once (bounds memory).
+        calibration: a chip to run as: a :class:`~dynacal.layers.ChipLayers`, or a path that
+            :meth:`ChipLayers.load <dynacal.layers.ChipLayers.load>` reads (a calibration's
+            ``calibration.json`` or its folder). A run given ``params=None`` then runs
+            ``network.params(layers=...)``, and one given candidates ``{name: value}`` runs
+            ``network.params(candidates, layers=...)``: the one order of ``dynacal.params``.
+            A given ``Params`` runs as it is.
     """
 
     name = "torch"
@@ -71,7 +79,7 @@ class TorchBackend:
     differentiable = True
 
     def __init__(self, engine: str = "auto", dtype=torch.float64, device="cpu", *, substeps: int = 1,
-                 surrogate: str = "fast_sigmoid", chunk_steps: int = 1000):
+                 surrogate: str = "fast_sigmoid", chunk_steps: int = 1000, calibration=None):
         if engine not in ENGINES:
             raise unknown_name("engine", engine, ENGINES)
         if isinstance(dtype, str):
@@ -88,9 +96,26 @@ class TorchBackend:
         self.substeps, self.chunk_steps = int(substeps), int(chunk_steps)
         self.spike_fn = get_surrogate(surrogate)
         self.surrogate = surrogate
+        self.layers = _load_layers(calibration)
+        self.calibration = None if calibration is None or isinstance(calibration, ChipLayers) else str(calibration)
+        self._calibrated: "weakref.WeakKeyDictionary[Experiment, Params]" = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
-        return f"TorchBackend(engine={self.engine!r}, dtype={self.dtype}, device={self.device})"
+        chip = "" if self.layers is None else f", calibration={self.calibration or self.layers.name!r}"
+        return f"TorchBackend(engine={self.engine!r}, dtype={self.dtype}, device={self.device}{chip})"
+
+    def _chip_params(self, experiment: Experiment, params) -> Params | None:
+        """``params`` with the calibration's layers under None or a mapping of candidates."""
+        if self.layers is None or isinstance(params, Params):
+            return params
+        if params is None:  # the same experiment runs many times in a loop: build its Params once
+            if experiment not in self._calibrated:
+                self._calibrated[experiment] = experiment.network.params(layers=self.layers, dtype=self.dtype,
+                                                                         device=self.device)
+            return self._calibrated[experiment]
+        if isinstance(params, Mapping):
+            return experiment.network.params(params, layers=self.layers, dtype=self.dtype, device=self.device)
+        return params  # check_params says what is wrong with it
 
     def run(self, experiment: Experiment, params: Params | None = None, *, record: Sequence[str] = (),
             record_neurons=None, record_every: int = 1, input_weights: torch.Tensor | None = None,
@@ -99,7 +124,9 @@ class TorchBackend:
 
         Args:
             experiment: network, stimulus, dt and duration.
-            params: (B, N)-broadcastable parameters; None = the network's own.
+            params: (B, N)-broadcastable parameters; None = the network's own (as the
+                calibrated chip, with ``calibration``); with ``calibration``, also a
+                mapping of candidates ``{name: value}`` over the chip's layers.
             record: state names to trace (``STATE_NAMES``) or ``"all"``.
             record_neurons: indices of neurons to trace (default all).
             record_every: keep every k-th step of the traces.
@@ -112,6 +139,7 @@ class TorchBackend:
             ``experiment`` and ``unstable`` (B * L, N). When any input requires grad, its
             ``raster`` (T, B * L, N) and traces carry surrogate gradients.
         """
+        params = self._chip_params(experiment, params)
         check_params(params)  # before the size check, which reads them
         self._check_size(experiment, params, record, record_neurons, record_every, input_weights,
                          recurrent_weights)
@@ -167,7 +195,7 @@ class TorchBackend:
         message = stability.dynamic_message(p, experiment.dt, self.substeps, unstable, peak)
         if message is not None:
             stability.warn_once(experiment.network, ("dynamic", experiment.dt, self.substeps), message)
-        meta = {"engine": engine, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
+        meta = {"engine": engine, **({"calibration": self.calibration or self.layers.name} if self.layers else {}), "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
                 "substeps": self.substeps, "wall_time_s": wall, "experiment": experiment.summary(),
                 "versions": {"torch": torch.__version__, "numpy": np.__version__}}
         return Recording.from_steps(self.name, experiment.dt, experiment.n_steps, b, n, sb, sn, ss,
@@ -353,6 +381,16 @@ def tensor_versions(tensors) -> tuple | None:
         return tuple((id(t), t._version) for t in tensors)
     except RuntimeError:
         return None
+
+
+def _load_layers(calibration) -> ChipLayers | None:
+    """The chip layers of ``calibration``: None, a ChipLayers, or a path (``ChipLayers.load``)."""
+    if calibration is None or isinstance(calibration, ChipLayers):
+        return calibration
+    if not isinstance(calibration, (str, os.PathLike)):
+        raise ParameterError(f"calibration must be a ChipLayers or the path of a calibration file, not "
+                             f"{type(calibration).__name__}; e.g. calibration='calib/calibration.json'.")
+    return ChipLayers.load(calibration)
 
 
 def _needs_grad(p: Params, *weights: torch.Tensor | None) -> bool:
