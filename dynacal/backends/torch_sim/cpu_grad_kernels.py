@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from . import fused_cpu_kernels as K
+from . import cpu_kernels as K
 from . import vector_math
 from .vector_math import exp, typed
 
@@ -43,9 +43,8 @@ __all__ = ["P_MEM", "P_AHP", "P_X", "CM", "CTH", "SP", "JW0", "JA", "ACC_MEM", "
 log = logging.getLogger(__name__)
 
 # numba's disk cache notices changes of this file only, and these kernels compile in the
-# primal passes of fused_cpu_kernels and the math of vector_math: both are pinned by hash.
-_PINNED = {"fused_cpu_kernels.py": "b0252dbfbaaab8559e94ecda2fcb79e8d56a4b48db755314fd4bd01b41f653f9",
-           "vector_math.py": K._VECTOR_MATH_SHA256}
+# primal passes of cpu_kernels (with what it pins): all are pinned by hash.
+_PINNED = {"cpu_kernels.py": "fb799f695d5c4769462c52ef6adfd8841b4811e97fd8867eeb47df1002fb8c01", **K._PINNED}
 
 
 def source_sha256(name: str) -> str:
