@@ -119,7 +119,8 @@ def test_fused_cpu_conforms(regime, which):
 @pytest.mark.parametrize("which", DRAWS)
 @pytest.mark.parametrize("regime", REGIMES)
 def test_fused_cuda_under_the_triton_interpreter_conforms(interpreted, regime, which):
-    exp, values, options = _regime(regime, 120)
+    # the interpreter runs each step in Python (about 0.1 s per sub-step of 3 neurons): short runs
+    exp, values, options = _regime(regime, 50 if regime == "substeps" else 120)
     p = _params(exp, values, which)
     request = Request(STATE_NAMES, np.arange(3), 2, chunk_steps=50, **options)
     assert_conform(_run("cuda", exp, p, request), _run("eager", exp, p, request))
