@@ -54,11 +54,18 @@ def source_sha256(name: str) -> str:
     return hashlib.sha256((Path(__file__).parent / name).read_bytes()).hexdigest()
 
 
-_CACHE = all(source_sha256(name) == sha for name, sha in _PINNED.items())
-if not _CACHE:
-    log.warning("a file that dynacal.backends.torch_sim.cpu_kernels compiles in changed since it was pinned: the "
-                "fused CPU kernels are not cached on disk; update _PINNED to %s.",
-                {name: source_sha256(name) for name in _PINNED})
+def pins_hold(pinned: dict[str, str], module: str) -> bool:
+    """Whether every file in ``pinned`` still has its pinned hash (then the kernels of
+    ``module`` may use numba's disk cache); logs which pins to update when not."""
+    held = all(source_sha256(name) == sha for name, sha in pinned.items())
+    if not held:
+        log.warning("a file that dynacal.backends.torch_sim.%s compiles in changed since it was pinned: its "
+                    "kernels are not cached on disk; update _PINNED to %s.", module,
+                    {name: source_sha256(name) for name in pinned})
+    return held
+
+
+_CACHE = pins_hold(_PINNED, "cpu_kernels")
 
 #: Lanes per block: one uint64 spike mask per block and step; 32 lanes keep a block's
 #: workspace (N_ROWS * 32 * 8 B = 13.5 kB in float64) in the L1 cache.
