@@ -37,7 +37,7 @@ import time
 import numpy as np
 import torch
 
-from dynacal.backends import fused_cuda
+from dynacal.backends.torch_sim import Request, cuda as fused_cuda
 from dynacal.backends.base import resolve_params
 from dynacal.backends.torch_sim import TorchBackend
 from dynacal.bench_cases import scale_experiment, seed_experiment
@@ -64,7 +64,7 @@ def agreement(device: str, n_steps: int, n_neurons: int) -> list[dict]:
         idx = np.unique(np.linspace(0, n - 1, min(n, 8)).astype(np.int64))
         for dtype in (torch.float64, torch.float32):
             p = resolve_params(exp, None, dtype=dtype, device=device).expand(1, n)
-            fused = fused_cuda.simulate(exp, p, STATE_NAMES, idx, 1)
+            fused = fused_cuda.simulate(exp, p, Request(STATE_NAMES, idx))
             eager = TorchBackend(engine="eager", dtype=dtype, device="cpu").run(exp, record="all",
                                                                                 record_neurons=idx)
             same = all(np.array_equal(fused[k], getattr(eager, f))
@@ -90,13 +90,13 @@ def fused_case(exp, dtype, device: str, reps: int, gen_s: float) -> dict:
     n, T = exp.network.n_neurons, exp.n_steps
     p = resolve_params(exp, None, dtype=dtype, device=device).expand(1, n)
     no_idx = np.zeros(0, np.int64)
-    fused_cuda.simulate(exp, p, (), no_idx, 1)  # warm-up: compiles the kernel for this dtype
+    fused_cuda.simulate(exp, p, Request((), no_idx))  # warm-up: compiles the kernel for this dtype
     best = None
     for _ in range(reps):
         timings: dict = {}
         _sync(device)
         t = time.perf_counter()
-        out = fused_cuda.simulate(exp, p, (), no_idx, 1, timings=timings)
+        out = fused_cuda.simulate(exp, p, Request((), no_idx), timings=timings)
         _sync(device)
         timings["wall_s"] = time.perf_counter() - t
         if best is None or timings["kernel_s"] < best["kernel_s"]:

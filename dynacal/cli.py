@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                    + _BACKEND_HELP)
     c.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the torch simulator")
     _add_substeps(c)
+    _add_calibration(c)
     c.add_argument("--inputs", default=None, metavar="FILE.npz",
                    help="use a recorded input raster instead of Poisson inputs: keys input_spikes (uint8, (4, T), "
                    "rows nmda, ampa, gaba_a, gaba_b), dt (s), optional weights (4,) and Isoma_const (A)")
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                        "rate_transfer.png, raster.png) to --out.")
     h.add_argument("--backend", default="torch", help="the backend (default torch): " + _BACKEND_HELP)
     _add_substeps(h)
+    _add_calibration(h)
     h.add_argument("--protocol", default="all",
                    help="comma-separated protocols: fi,refractory,adaptation,kernels,rate_transfer,heldout "
                    "(default all)")
@@ -144,6 +146,25 @@ def _substeps(args: argparse.Namespace, specs: Sequence[str]) -> int | None:
         raise ParameterError(f"--substeps applies to the torch simulator, not to {', '.join(specs)}; run "
                              f"torch or drop --substeps.")
     return args.substeps
+
+
+def _add_calibration(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="run the torch simulator as a calibrated chip: a calibration.json (or its folder) or a "
+                   "file written by ChipLayers.save; its core values and mismatch lie under the network's biases")
+
+
+def _calibration(args: argparse.Namespace, specs: Sequence[str]) -> dict[str, str]:
+    """``--calibration``, checked, as the torch backend's option (empty when not given)."""
+    if args.calibration is None:
+        return {}
+    if not any(s.partition(":")[0] == "torch" for s in specs):
+        raise ParameterError(f"--calibration applies to the torch simulator, not to {', '.join(specs)}; run "
+                             f"torch (e.g. --backend torch) or drop --calibration.")
+    from .layers import ChipLayers  # noqa: PLC0415
+
+    ChipLayers.load(args.calibration)  # a bad file is refused before any work
+    return {"calibration": args.calibration}
 
 
 # --- compare ----------------------------------------------------------------------------
@@ -200,6 +221,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     specs, explicit = _backends(args.backends)
     substeps = _substeps(args, specs) or 1
+    chip = _calibration(args, specs)
     check_writable(args.out, "--out", folder=True)
     if args.seed is not None and args.seed < 0:
         raise ParameterError(f"--seed {args.seed} must be a non-negative integer (it seeds numpy's generator), "
@@ -225,9 +247,10 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"dynacal compare: {experiment.name}: {format_quantity(experiment.duration, 's')} at dt = "
           f"{format_quantity(experiment.dt, 's')} ({experiment.n_steps} steps), {stim.steps.size} input spikes; "
           f"torch in {args.dtype} on {args.device}" + (f", {substeps} substeps" if substeps > 1 else ""))
-    backends = cmp.resolve_backends(specs, args.dtype, args.device, substeps)  # before the folder is made
+    backends = cmp.resolve_backends(specs, args.dtype, args.device, substeps,
+                                    chip.get("calibration"))  # before the folder is made
     options = {"backends": specs, "dtype": args.dtype, "device": args.device, "substeps": substeps,
-               "experiment": experiment.content_hash()}
+               "experiment": experiment.content_hash(), **chip}
     with RunFolder(args.out, "dynacal compare", options, mode=_mode(args), option="--out") as folder:
         runs = cmp.compare(backends, experiment, dtype=args.dtype, device=args.device, progress=_compare_progress,
                            substeps=substeps, done=cmp.load_runs(folder, specs),
@@ -244,7 +267,7 @@ def _compare(args: argparse.Namespace) -> int:
         from . import plots  # noqa: PLC0415  (matplotlib only when figures are made)
 
         info = {"command": "dynacal compare", "argv": sys.argv[1:], "experiment": experiment.summary(),
-                "dtype": args.dtype, "device": args.device, "substeps": substeps, "inputs": args.inputs}
+                "dtype": args.dtype, "device": args.device, "substeps": substeps, "inputs": args.inputs, **chip}
         cmp.save_metrics(runs, agreements, folder, info)
         traced = _traced(runs)
         if traced:
@@ -310,7 +333,8 @@ def _characterize(args: argparse.Namespace) -> int:
     n = layout(args.neurons).n_neurons
     check_writable(args.out, "--out", folder=True)
     substeps = _substeps(args, [args.backend])
-    backend = get_backend(args.backend, **({"substeps": substeps} if substeps is not None else {}))
+    chip = _calibration(args, [args.backend])
+    backend = get_backend(args.backend, **({"substeps": substeps} if substeps is not None else {}), **chip)
     print(f"dynacal characterize: {', '.join(names)} on {n} neurons ({args.neurons}), backend {args.backend}")
     mode = _mode(args)
     from . import _progress  # noqa: PLC0415
@@ -318,7 +342,7 @@ def _characterize(args: argparse.Namespace) -> int:
     # the bar appears once the folder is open (none before a refusal); long eager runs show theirs under it
     with ProgressBar("protocol") as progress, _progress.shown():
         result = ch.characterize(backend, names, args.out, args.neurons, figures=not args.no_figures,
-                                 progress=progress, mode=mode, options={"backend": args.backend})
+                                 progress=progress, mode=mode, options={"backend": args.backend, **chip})
     for name, seconds in result["wall_s"].items():
         print(f"  {name:<14} {seconds:8.2f} s" + ("  (reused from the interrupted run)" if name in result["reused"]
                                                   else ""))

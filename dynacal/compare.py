@@ -75,14 +75,15 @@ class BackendRun:
     reused: bool = False
 
 
-def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1):
+def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1, calibration=None):
     if isinstance(spec, str) and spec.partition(":")[0] == "torch":
-        return get_backend(spec, dtype=dtype, device=device, substeps=substeps)
+        chip = {} if calibration is None else {"calibration": calibration}
+        return get_backend(spec, dtype=dtype, device=device, substeps=substeps, **chip)
     return get_backend(spec)  # the reference backends run in float64 on the CPU
 
 
 def resolve_backends(backends: Sequence[Any], dtype: str = "float64", device: str = "cpu",
-                     substeps: int = 1) -> dict[str, Any]:
+                     substeps: int = 1, calibration=None) -> dict[str, Any]:
     """label -> backend object for :func:`compare`, every one resolved before any runs (a
     missing one fails fast, before an output folder is made); arguments as for :func:`compare`.
 
@@ -94,7 +95,7 @@ def resolve_backends(backends: Sequence[Any], dtype: str = "float64", device: st
         raise ParameterError(f"dtype {dtype!r} is not supported; use 'float64' or 'float32'.")
     resolved = {}
     for spec in backends:
-        backend = _make_backend(spec, dtype, device, substeps)
+        backend = _make_backend(spec, dtype, device, substeps, calibration)
         label = spec if isinstance(spec, str) else backend.name
         if label in resolved:
             raise ParameterError(f"backend {label!r} is listed twice; list each backend once.")
@@ -104,7 +105,7 @@ def resolve_backends(backends: Sequence[Any], dtype: str = "float64", device: st
 
 def compare(backends: Sequence[Any] | Mapping[str, Any], experiment: Experiment, dtype: str = "float64",
             device: str = "cpu", *,
-            warm: bool = True, substeps: int = 1,
+            warm: bool = True, substeps: int = 1, calibration=None,
             progress: Callable[[str, BackendRun | None], None] | None = None,
             done: Mapping[str, BackendRun] | None = None,
             on_run: Callable[[BackendRun], None] | None = None) -> dict[str, BackendRun]:
@@ -121,6 +122,8 @@ def compare(backends: Sequence[Any] | Mapping[str, Any], experiment: Experiment,
             generation and JIT, the second is the warm speed; the two must be identical.
         substeps: Euler sub-steps per step of the torch simulator (1 is Brian2-exact;
             more where a stability warning asks for them).
+        calibration: the torch simulator runs as this chip (``TorchBackend(calibration=)``:
+            a ChipLayers or a calibration file); the other backends are what they are.
         progress: called with ``(label, None)`` before each backend and ``(label, run)``
             after it (the CLI prints from it).
         done: label -> run of backends that are not run again (:func:`load_runs`).
@@ -130,7 +133,8 @@ def compare(backends: Sequence[Any] | Mapping[str, Any], experiment: Experiment,
     Returns:
         label -> :class:`BackendRun`, in the order given.
     """
-    resolved = backends if isinstance(backends, Mapping) else resolve_backends(backends, dtype, device, substeps)
+    resolved = backends if isinstance(backends, Mapping) else resolve_backends(backends, dtype, device, substeps,
+                                                                                calibration)
     runs: dict[str, BackendRun] = {}
     for label, backend in resolved.items():
         if progress:

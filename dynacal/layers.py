@@ -20,25 +20,32 @@ calibrated neurons.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
 
+from .files import atomic_write
 from .chip import CORES_PER_CHIP, NEURONS_PER_CORE
-from .errors import ParameterError, unknown_name
+from .errors import ParameterError, RecordingError, unknown_name
 from .params import PARAMETERS, Params, check_values, to_tensor
 
 if TYPE_CHECKING:
     from .chip import Network
 
-__all__ = ["ChipLayers", "network_params"]
+__all__ = ["ChipLayers", "network_params", "CALIBRATION_FILE"]
 
 log = logging.getLogger(__name__)
 
 _FORMAT = "dynacal-chip-layers"
+#: The file a calibration result writes in its folder (``fitting/result.py``); its top-level
+#: "layers" entry is a ``ChipLayers.to_dict()``.
+CALIBRATION_FILE = "calibration.json"
 
 
 def _core_index(key: Any, where: str) -> int:
@@ -179,6 +186,44 @@ class ChipLayers:
         if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
             raise ParameterError(f"not a chip-layers description (format must be {_FORMAT!r}).")
         return cls(data.get("core_values", {}), data.get("mismatch", {}), data.get("name", ""))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path``, atomically; returns the path."""
+        text = json.dumps(self.to_dict(), indent=1).encode()
+        return atomic_write(path, lambda fh: fh.write(text))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ChipLayers":
+        """Read a chip's layers from what :meth:`save` wrote, or from a calibration.
+
+        Args:
+            path: a JSON file written by :meth:`save`; a calibration's ``calibration.json``
+                (a JSON object whose top-level ``"layers"`` entry is a :meth:`to_dict`); or
+                a folder holding ``calibration.json``.
+
+        Raises:
+            RecordingError: the file is missing, unreadable, not JSON, or holds no layers.
+            ParameterError: the layers it holds are invalid (names, values, factors).
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / CALIBRATION_FILE
+        fix = "give a file written by ChipLayers.save or a calibration's calibration.json (or its folder)"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RecordingError(f"calibration file {path} does not exist; {fix}.") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RecordingError(f"calibration file {path} cannot be read as JSON ({exc}); {fix}.") from exc
+        if isinstance(data, Mapping) and data.get("format") != _FORMAT and "layers" in data:
+            data = data["layers"]
+        if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
+            raise RecordingError(f"calibration file {path} holds no chip layers (neither format {_FORMAT!r} nor a "
+                                 f"top-level 'layers' entry of that format); {fix}.")
+        try:
+            return cls.from_dict(data)
+        except ParameterError as exc:
+            raise ParameterError(f"calibration file {path}: {exc}") from exc
 
     def __repr__(self) -> str:
         names = sorted({n for v in self.core_values.values() for n in v})

@@ -434,3 +434,40 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(argv, 
     captured = capsys.readouterr()
     assert message.format(**names) in captured.err and captured.out == ""
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def _calibration_file(tmp_path, core):
+    from dynacal import ChipLayers
+
+    return str(ChipLayers({core: {"Isoma_dpi_tau": 3e-12, "Isoma_pfb_gain": 300e-12}}, name="chip 5")
+               .save(tmp_path / "calib" / "calibration.json"))
+
+
+def test_compare_calibration_runs_torch_as_the_calibrated_chip(tmp_path):
+    calib = _calibration_file(tmp_path, 1)  # the seed experiment's neuron is on Core_1
+    assert main(["compare", "--backends", "torch", "--out", str(tmp_path / "plain")]) == 0
+    assert main(["compare", "--backends", "torch", "--calibration", calib, "--out", str(tmp_path / "chip")]) == 0
+    plain, chip = (Recording.load(tmp_path / d / "torch.h5") for d in ("plain", "chip"))
+    assert chip.metadata["calibration"] == calib and "calibration" not in plain.metadata
+    assert not np.array_equal(plain.traces["Isoma_mem"], chip.traces["Isoma_mem"])
+    assert json.loads((tmp_path / "chip" / "metrics.json").read_text())["calibration"] == calib
+
+
+def test_characterize_calibration_reaches_the_torch_simulator(tmp_path):
+    calib = _calibration_file(tmp_path, 0)
+    assert main(["characterize", "--protocol", "fi", "--neurons", "core0:2", "--calibration", calib, "--no-figures",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert Recording.load(tmp_path / "out" / "fi.h5").metadata["calibration"] == calib
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--backends", "brian2", "--calibration", "X"], "--calibration applies to the torch simulator"),
+    (["characterize", "--backend", "twin", "--calibration", "X"], "not to twin; run torch"),
+    (["characterize", "--calibration", "MISSING"], "does not exist"),
+])
+def test_calibration_that_cannot_apply_is_refused_before_any_run(argv, message, tmp_path, capsys):
+    argv = [str(tmp_path / a) if a == "MISSING" else a for a in argv]
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert captured.out == "" and not (tmp_path / "out").exists()

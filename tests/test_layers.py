@@ -3,6 +3,7 @@ while a core bias changes, ChipLayers keyed by physical neuron, and the errors."
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from dynacal import PARAMETERS, Chip, ChipLayers, Params
-from dynacal.errors import ParameterError
+from dynacal.errors import ParameterError, RecordingError
 
 pA, nA = 1e-12, 1e-9
 
@@ -209,3 +210,59 @@ def test_base_equal_to_what_the_network_gives_is_not_reported(caplog):
     with pytest.warns(DeprecationWarning), caplog.at_level(logging.WARNING):
         p = net.params(net.params())
     assert "replaced" not in caplog.text and _row(p.Isoma_th) == _row(net.params().Isoma_th)
+
+
+# --- files: ChipLayers.save / load, and a calibration's calibration.json -----------------
+
+def _layers():
+    return ChipLayers({"Core_0": {"Isoma_dpi_tau": 4 * pA}, (0, 1): {"Isoma_th": 1.5 * nA}},
+                      {"Isoma_dpi_tau": {0: np.linspace(0.5, 1.5, 256)}}, name="chip 7")
+
+
+def _same(a: ChipLayers, b: ChipLayers) -> bool:
+    return json.dumps(a.to_dict()) == json.dumps(b.to_dict())
+
+
+def test_save_then_load_gives_the_same_layers_and_parameters(tmp_path):
+    layers = _layers()
+    path = layers.save(tmp_path / "sub" / "chip.json")
+    assert path == tmp_path / "sub" / "chip.json" and not list(path.parent.glob("*.tmp"))
+    back = ChipLayers.load(path)
+    assert _same(back, layers) and back.name == "chip 7"
+    net = _net()
+    for a, b in zip(vars(net.params(layers=back)).values(), vars(net.params(layers=layers)).values()):
+        assert torch.equal(a, b)
+
+
+def test_load_reads_the_layers_entry_of_a_calibration_file_and_its_folder(tmp_path):
+    layers = _layers()
+    calib = {"format": "dynacal-calibration", "layers": layers.to_dict(), "quality": {"fi": {"median": 0.1}}}
+    (tmp_path / "calibration.json").write_text(json.dumps(calib))
+    assert _same(ChipLayers.load(tmp_path / "calibration.json"), layers)
+    assert _same(ChipLayers.load(tmp_path), layers)  # the folder a calibration wrote
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("{not json", "cannot be read as JSON"),
+    ('{"quality": 1}', "holds no chip layers"),
+    ('[1, 2]', "holds no chip layers"),
+    ('{"layers": {"format": "other"}}', "holds no chip layers"),
+])
+def test_load_of_a_file_without_layers_names_the_file(tmp_path, content, message):
+    path = tmp_path / "calibration.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(RecordingError, match=message) as err:
+        ChipLayers.load(path)
+    assert str(path) in str(err.value) and "ChipLayers.save" in str(err.value)
+
+
+def test_load_of_invalid_layers_names_the_file_and_the_value(tmp_path):
+    data = _layers().to_dict()
+    data["mismatch"]["Isoma_dpi_tau"]["0"][3] = -1.0
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"layers": data}))
+    with pytest.raises(ParameterError, match=r"bad.json: ChipLayers.mismatch\['Isoma_dpi_tau'\]\[0\]: the factor of "
+                                             r"neuron 3 is -1.0"):
+        ChipLayers.load(path)

@@ -33,3 +33,16 @@ def test_dev_extra_has_what_the_tests_need():
     names = {req.split(">")[0].split("<")[0].split("=")[0].strip() for req in extras["dev"]}
     assert {"pytest", "brian2"} <= names
     assert dynacal.__version__
+
+
+def test_every_package_folder_is_listed():
+    """A non-editable install (CI's ``pip install .``) ships only the listed packages: a new
+    subpackage missing from ``[tool.setuptools] packages`` would be absent there."""
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {"dynacal": ROOT / "dynacal", **{name: ROOT / f for name, f in setup["package-dir"].items()}}
+    found = set()
+    for name, folder in folders.items():
+        for init in folder.rglob("__init__.py"):
+            rel = init.parent.relative_to(folder).parts
+            found.add(".".join((name, *rel)))
+    assert found == set(setup["packages"])

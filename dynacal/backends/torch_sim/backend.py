@@ -1,10 +1,9 @@
-"""The torch simulator backend: eager (readable, differentiable) and fused (fast) engines.
+"""The torch simulator backend: which engine runs, and what a run returns.
 
-The eager engine loops over time in Python and calls :func:`dpi.dpi_step`; it is the
-reference every fused kernel is tested against, and the gradient path. The fused engines
-run the whole time loop in compiled code: ``fused_cpu`` (numba, several neurons per
-instruction, parallel over neuron blocks) and ``fused_cuda`` (Triton, one program per
-neuron block with the time loop inside).
+The engines (:mod:`.eager`, :mod:`.cpu` with :mod:`.cpu_grad`, :mod:`.cuda`) share one
+contract (:mod:`.engine`); this module resolves the parameters, checks the size, picks
+the engine, hands it the parameter-only terms (:mod:`.layout`, computed once per prepared
+parameters) and turns its :class:`~.engine.EngineResult` into a Recording.
 """
 
 from __future__ import annotations
@@ -12,42 +11,31 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import time
 import weakref
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailable, ParameterError, unknown_name
-from .._progress import Progress
-from ..experiment import Experiment
-from ..params import STATE_NAMES, Params
-from ..recording import Recording
-from . import sizing, stability
-from .base import check_params, check_request, resolve_params, run_conditions
-from .dpi import Recurrent, dpi_step, get_surrogate, initial_state, refractory_steps
+from ...errors import BackendUnavailable, ParameterError, unknown_name
+from ...experiment import Experiment
+from ...layers import ChipLayers
+from ...params import STATE_NAMES, Params
+from ...recording import Recording
+from .. import sizing
+from . import stability
+from ..base import check_params, check_request, resolve_params, run_conditions
+from .dpi import get_surrogate
+from .engine import EngineResult, Request, tensor_versions
+from .layout import derive
 
-__all__ = ["TorchBackend", "ENGINES", "round_ste"]
+__all__ = ["TorchBackend", "ENGINES"]
 
 log = logging.getLogger(__name__)
 ENGINES = ("auto", "eager", "fused")
 _announced: set[str] = set()
-
-
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w):
-        return torch.round(w)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
-
-
-def round_ste(w: torch.Tensor) -> torch.Tensor:
-    """Round to integers forward, identity backward (straight-through estimator)."""
-    return _RoundSTE.apply(w)
 
 
 class TorchBackend:
@@ -64,6 +52,12 @@ class TorchBackend:
             (``fused_cpu_grad``) alike; ``"none"`` holds spikes constant (exact gradients
             of smooth observables).
         chunk_steps: steps whose input counts are built at once (bounds memory).
+        calibration: a chip to run as: a :class:`~dynacal.layers.ChipLayers`, or a path that
+            :meth:`ChipLayers.load <dynacal.layers.ChipLayers.load>` reads (a calibration's
+            ``calibration.json`` or its folder). A run given ``params=None`` then runs
+            ``network.params(layers=...)``, and one given candidates ``{name: value}`` runs
+            ``network.params(candidates, layers=...)``: the one order of ``dynacal.params``.
+            A given ``Params`` runs as it is.
     """
 
     name = "torch"
@@ -71,7 +65,7 @@ class TorchBackend:
     differentiable = True
 
     def __init__(self, engine: str = "auto", dtype=torch.float64, device="cpu", *, substeps: int = 1,
-                 surrogate: str = "fast_sigmoid", chunk_steps: int = 1000):
+                 surrogate: str = "fast_sigmoid", chunk_steps: int = 1000, calibration=None):
         if engine not in ENGINES:
             raise unknown_name("engine", engine, ENGINES)
         if isinstance(dtype, str):
@@ -86,11 +80,28 @@ class TorchBackend:
             raise ParameterError(f"substeps = {substeps} must be an integer >= 1.")
         self.engine, self.dtype, self.device = engine, dtype, device
         self.substeps, self.chunk_steps = int(substeps), int(chunk_steps)
-        self.spike_fn = get_surrogate(surrogate)
+        get_surrogate(surrogate)  # an unknown name is refused here, not at the first gradient run
         self.surrogate = surrogate
+        self.layers = _load_layers(calibration)
+        self.calibration = None if calibration is None or isinstance(calibration, ChipLayers) else str(calibration)
+        self._calibrated: "weakref.WeakKeyDictionary[Experiment, Params]" = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
-        return f"TorchBackend(engine={self.engine!r}, dtype={self.dtype}, device={self.device})"
+        chip = "" if self.layers is None else f", calibration={self.calibration or self.layers.name!r}"
+        return f"TorchBackend(engine={self.engine!r}, dtype={self.dtype}, device={self.device}{chip})"
+
+    def _chip_params(self, experiment: Experiment, params) -> Params | None:
+        """``params`` with the calibration's layers under None or a mapping of candidates."""
+        if self.layers is None or isinstance(params, Params):
+            return params
+        if params is None:  # the same experiment runs many times in a loop: build its Params once
+            if experiment not in self._calibrated:
+                self._calibrated[experiment] = experiment.network.params(layers=self.layers, dtype=self.dtype,
+                                                                         device=self.device)
+            return self._calibrated[experiment]
+        if isinstance(params, Mapping):
+            return experiment.network.params(params, layers=self.layers, dtype=self.dtype, device=self.device)
+        return params  # check_params says what is wrong with it
 
     def run(self, experiment: Experiment, params: Params | None = None, *, record: Sequence[str] = (),
             record_neurons=None, record_every: int = 1, input_weights: torch.Tensor | None = None,
@@ -99,7 +110,9 @@ class TorchBackend:
 
         Args:
             experiment: network, stimulus, dt and duration.
-            params: (B, N)-broadcastable parameters; None = the network's own.
+            params: (B, N)-broadcastable parameters; None = the network's own (as the
+                calibrated chip, with ``calibration``); with ``calibration``, also a
+                mapping of candidates ``{name: value}`` over the chip's layers.
             record: state names to trace (``STATE_NAMES``) or ``"all"``.
             record_neurons: indices of neurons to trace (default all).
             record_every: keep every k-th step of the traces.
@@ -112,6 +125,7 @@ class TorchBackend:
             ``experiment`` and ``unstable`` (B * L, N). When any input requires grad, its
             ``raster`` (T, B * L, N) and traces carry surrogate gradients.
         """
+        params = self._chip_params(experiment, params)
         check_params(params)  # before the size check, which reads them
         self._check_size(experiment, params, record, record_neurons, record_every, input_weights,
                          recurrent_weights)
@@ -154,20 +168,17 @@ class TorchBackend:
         engine = (self._grad_engine(experiment, weighted) if grad and not weighted
                   else self._choose(grad or weighted, experiment))
         prep.check_static(experiment, self.substeps)
+        request = Request(names, np.asarray(idx, dtype=np.int64), every, self.substeps, self.chunk_steps,
+                          (self.surrogate or "none") if grad else None, b, input_weights, recurrent_weights)
         start = time.perf_counter()
-        if engine == "eager":
-            out = self._run_eager(experiment, p, b, n, names, idx, every,
-                                  input_weights, recurrent_weights, keep_raster=grad)
-        elif grad:
-            out = self._run_fused_grad(experiment, p, b, n, names, idx, every)
-        else:
-            out = self._run_fused(experiment, prep.expanded(b, n), b, n, names, idx, every)
+        out = self._run_engine(engine, experiment, prep, request, b, n)
         wall = time.perf_counter() - start
         sb, sn, ss, traces, unstable, peak, raster = out
         message = stability.dynamic_message(p, experiment.dt, self.substeps, unstable, peak)
         if message is not None:
             stability.warn_once(experiment.network, ("dynamic", experiment.dt, self.substeps), message)
-        meta = {"engine": engine, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
+        chip = {"calibration": self.calibration or self.layers.name} if self.layers else {}
+        meta = {"engine": engine, **chip, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
                 "substeps": self.substeps, "wall_time_s": wall, "experiment": experiment.summary(),
                 "versions": {"torch": torch.__version__, "numpy": np.__version__}}
         return Recording.from_steps(self.name, experiment.dt, experiment.n_steps, b, n, sb, sn, ss,
@@ -190,8 +201,8 @@ class TorchBackend:
             raise BackendUnavailable(_fused_missing(self.device))
         choice = "fused" if available else "eager"
         if choice == "fused" and self.device.type == "cuda":
-            from . import fused_cuda  # imports no triton
-            if not fused_cuda.supports(experiment):
+            from . import cuda  # imports no triton
+            if not cuda.supports(experiment):
                 if "cuda-recurrent" not in _announced:
                     _announced.add("cuda-recurrent")
                     log.info("torch backend: the fused CUDA kernel does not simulate recurrent "
@@ -206,12 +217,12 @@ class TorchBackend:
     def _grad_engine(self, experiment: Experiment, weighted: bool) -> str:
         """The engine of a run whose parameters require grad: the fused CPU gradient
         (``fused_cpu_grad``) where it applies, else eager (``engine="fused"``: an error)."""
-        from . import fused_cpu_grad
+        from . import cpu_grad
         if self.engine == "eager":
             return "eager"
         why = ("weights that require grad" if weighted else "the CUDA device" if self.device.type == "cuda"
                else "numba is not installed" if not _fused_available(self.device)
-               else "recurrent connections" if not fused_cpu_grad.supports(experiment) else None)
+               else "recurrent connections" if not cpu_grad.supports(experiment) else None)
         if why is None:
             if self.engine == "auto" and "fused-grad" not in _announced:
                 _announced.add("fused-grad")
@@ -222,80 +233,20 @@ class TorchBackend:
             raise ParameterError(f"the fused engine has no gradients with {why}; use engine='eager' (or 'auto').")
         return "eager"
 
-    def _run_fused_grad(self, experiment, p, b, n, names, idx, every):
-        from . import fused_cpu_grad
-        return fused_cpu_grad.simulate(experiment, p, b, n, names, idx, every, surrogate=self.surrogate or "none",
-                                       substeps=self.substeps, chunk_steps=self.chunk_steps)
-
-    def _recurrent(self, experiment: Experiment, b: int, weights: torch.Tensor | None) -> Recurrent | None:
-        rec = experiment.network.recurrent
-        if rec.pre.size == 0:
-            return None
-        n = experiment.network.n_neurons
-        dev = self.device
-        w = (torch.as_tensor(rec.weight, dtype=self.dtype, device=dev) if weights is None
-             else round_ste(weights.to(self.dtype)))
-        target = torch.as_tensor(rec.syn_type * n + rec.post, dtype=torch.long, device=dev)
-        return Recurrent(torch.as_tensor(rec.pre, dtype=torch.long, device=dev), target, w)
-
-    def _counts(self, experiment: Experiment, t0: int, t1: int, weights: torch.Tensor | None) -> torch.Tensor:
-        if weights is None:
-            return experiment.input_counts(t0, t1, dtype=self.dtype, device=self.device)
-        conns, n = experiment.network.inputs, experiment.network.n_neurons
-        raster = torch.as_tensor(experiment.stimulus.dense(t1)[:, t0:t1].T, dtype=self.dtype, device=self.device)
-        w = round_ste(weights.to(self.dtype))
-        pre = torch.as_tensor(conns.pre, device=self.device)
-        flow = raster[:, pre] * w if w.ndim == 1 else raster[:, None, pre] * w  # (Tc, E) or (Tc, B, E)
-        target = torch.as_tensor(conns.syn_type * n + conns.post, dtype=torch.long, device=self.device)
-        out = torch.zeros(flow.shape[:-1] + (4 * n,), dtype=self.dtype, device=self.device)
-        out = out.index_add(flow.ndim - 1, target, flow)
-        return out.view(*flow.shape[:-1], 4, n)
-
-    def _run_eager(self, experiment, p, b, n, names, idx, every, input_weights, recurrent_weights, keep_raster):
-        dt, T = experiment.dt, experiment.n_steps
-        state = initial_state(b, n, dtype=self.dtype, device=self.device)
-        refr = refractory_steps(p.soma_refP, dt).to(self.device)
-        recurrent = self._recurrent(experiment, b, recurrent_weights)
-        spike_fn = self.spike_fn if keep_raster else None
-        idx_t = torch.as_tensor(idx, device=self.device)
-        traces = {name: [] for name in names}
-        events, raster = [], []
-        unstable = torch.zeros((b, n), dtype=torch.bool, device=self.device)
-        peak = torch.zeros((b, n), dtype=self.dtype, device=self.device)
-        progress = Progress(T, "torch eager")  # a bar only when long and enabled (_progress)
-        for t0 in range(0, T, self.chunk_steps):
-            t1 = min(T, t0 + self.chunk_steps)
-            counts = self._counts(experiment, t0, t1, input_weights)
-            chunk = []
-            for k in range(t1 - t0):
-                if names and (t0 + k) % every == 0:
-                    for name in names:
-                        traces[name].append(getattr(state, name)[:, idx_t])
-                spikes, state = dpi_step(state, p, dt, counts[k], recurrent=recurrent, spike_fn=spike_fn,
-                                         refr_steps=refr, substeps=self.substeps)
-                chunk.append(spikes)
-                with torch.no_grad():
-                    for x in state[:6]:
-                        unstable |= ~(x > 0) if x is not state.Isoma_ahp else ~(x >= 0)
-                    torch.maximum(peak, state.Igaba_a + state.Isoma_ahp, out=peak)
-            stacked = torch.stack(chunk)
-            if keep_raster:
-                raster.append(stacked)
-            nz = torch.nonzero(stacked.detach() > 0)
-            events.append((nz[:, 1].cpu().numpy(), nz[:, 2].cpu().numpy(), (nz[:, 0] + t0).cpu().numpy()))
-            progress.update(t1 - t0)
-        progress.close()
-        sb, sn, ss = (np.concatenate(parts) for parts in zip(*events))
-        traces = {name: torch.stack(v) for name, v in traces.items()}
-        return sb, sn, ss, traces, unstable.cpu(), peak.detach().cpu(), (torch.cat(raster) if keep_raster else None)
-
-    def _run_fused(self, experiment, p_expanded, b, n, names, idx, every):
+    def _run_engine(self, engine: str, experiment: Experiment, prep: "_Prepared", request: Request,
+                    b: int, n: int) -> EngineResult:
+        """Run one engine module's ``simulate`` (the contract of :mod:`.engine`)."""
+        if engine == "eager":
+            from . import eager as module
+            return module.simulate(experiment, prep.p, request, None if request.surrogate else prep.terms(experiment.dt))
+        if request.surrogate is not None:
+            from . import cpu_grad as module
+            return module.simulate(experiment, prep.p, request)
         if self.device.type == "cuda":
-            from . import fused_cuda as kernel
+            from . import cuda as module
         else:
-            from . import fused_cpu as kernel
-        return kernel.simulate(experiment, p_expanded, names, idx, every, substeps=self.substeps,
-                               chunk_steps=self.chunk_steps)
+            from . import cpu as module
+        return module.simulate(experiment, prep.expanded(b, n), request, prep.terms(experiment.dt, b, n))
 
 
 # --- what repeated runs share -----------------------------------------------------------
@@ -312,6 +263,7 @@ class _Prepared:
     def __init__(self, p: Params):
         self.p, self.shape = p, p.shape
         self._expanded: dict = {}
+        self._terms: dict = {}
         self._static: dict = {}
 
     def expanded(self, b: int, n: int) -> Params:
@@ -319,6 +271,13 @@ class _Prepared:
         if (b, n) not in self._expanded:
             self._expanded[(b, n)] = self.p.expand(b, n)
         return self._expanded[(b, n)]
+
+    def terms(self, dt: float, b: int | None = None, n: int | None = None) -> dict:
+        """``layout.derive`` of the parameters (expanded to (b, n) when given), once per dt."""
+        key = (dt, b, n)
+        if key not in self._terms:
+            self._terms[key] = derive(self.p if b is None else self.expanded(b, n), dt)
+        return self._terms[key]
 
     def check_static(self, experiment: Experiment, substeps: int) -> None:
         """``stability.static_messages``, computed once; each is logged once per network
@@ -346,13 +305,14 @@ def _prepare(experiment: Experiment, params: Params | None, dtype, device) -> _P
     return prepared
 
 
-def tensor_versions(tensors) -> tuple | None:
-    """``(id, version)`` of each tensor: equal while no tensor was replaced or edited in
-    place. None when one is an inference tensor (it has no version counter)."""
-    try:
-        return tuple((id(t), t._version) for t in tensors)
-    except RuntimeError:
-        return None
+def _load_layers(calibration) -> ChipLayers | None:
+    """The chip layers of ``calibration``: None, a ChipLayers, or a path (``ChipLayers.load``)."""
+    if calibration is None or isinstance(calibration, ChipLayers):
+        return calibration
+    if not isinstance(calibration, (str, os.PathLike)):
+        raise ParameterError(f"calibration must be a ChipLayers or the path of a calibration file, not "
+                             f"{type(calibration).__name__}; e.g. calibration='calib/calibration.json'.")
+    return ChipLayers.load(calibration)
 
 
 def _needs_grad(p: Params, *weights: torch.Tensor | None) -> bool:

@@ -1,4 +1,4 @@
-"""The fused GPU engine (``dynacal.backends.fused_cuda``) against the eager reference.
+"""The fused GPU engine (``dynacal.backends.torch_sim.cuda``) against the eager reference.
 
 Three layers: the host side (input counts, capability check) runs everywhere; the Triton
 kernel runs through Triton's interpreter on CPU tensors when triton is installed (CI does
@@ -11,16 +11,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dynacal import PARAMETERS, STATE_NAMES, Chip, Experiment, Params, Stimulus, poisson
-from dynacal.backends import fused_cuda
+from dynacal import PARAMETERS, STATE_NAMES, SYNAPSE_TYPES, Chip, Experiment, Params, Stimulus, poisson
+from dynacal.backends.torch_sim import cuda as fused_cuda, eager
 from dynacal.backends.base import resolve_params
-from dynacal.backends import torch_sim
-from dynacal.backends.torch_sim import TorchBackend
+from dynacal.backends.torch_sim import backend as torch_sim
+from dynacal.backends.torch_sim import Request, TorchBackend, layout
 from dynacal.chip import Connections, Network
 from dynacal.errors import ParameterError
 
@@ -72,14 +74,13 @@ def run_both(exp, p, *, dtype, device, names=STATE_NAMES, idx=IDX, every=3, subs
     """(fused outputs, eager outputs on ``device``, eager outputs on the CPU)."""
     outs = []
     for dev in (device, device, "cpu"):
-        backend = TorchBackend(engine="eager", dtype=dtype, device=dev, substeps=substeps, chunk_steps=chunk)
         q = resolve_params(exp, p, dtype=dtype, device=dev)
         b, n = q.shape[0], exp.network.n_neurons
+        request = Request(tuple(names), np.asarray(idx), every, substeps, chunk)
         if not outs:
-            outs.append(fused_cuda.simulate(exp, q.expand(b, n), names, np.asarray(idx), every,
-                                            substeps=substeps, chunk_steps=chunk))
+            outs.append(fused_cuda.simulate(exp, q.expand(b, n), request))
         else:
-            outs.append(backend._run_eager(exp, q, b, n, names, np.asarray(idx), every, None, None, False))
+            outs.append(eager.simulate(exp, q, request))
     return outs
 
 
@@ -119,9 +120,19 @@ def seed_case(n_steps: int = 1000) -> Experiment:
 
 # --- host side: runs everywhere ------------------------------------------------------------
 
-def test_param_rows_are_the_parameter_table():
-    assert len(set(fused_cuda.PARAM_ROWS)) == len(fused_cuda.PARAM_ROWS)
-    assert set(fused_cuda.PARAM_ROWS) | {"soma_refP"} == set(PARAMETERS)
+def test_the_kernel_reads_every_float_term_by_name():
+    """The kernel's rows are layout.index of its terms' names (no order of its own): every
+    term it loads is a float term, and the per-type rows are consecutive in SYNAPSE_TYPES order."""
+    text = (Path(fused_cuda.__file__).parent / "_cuda_kernel.py").read_text()
+    loaded = set(re.findall(r'_row\("(\w+)"\)', text))
+    # the other synapse types at + 1..3 of the first's row; 2 I0 is doubled in the kernel
+    others = {kind.format(x) for kind in ("alpha_{}", "Ig_{}", "I{}_w0", "tau_{}", "tau_{}_I0")
+              for x in SYNAPSE_TYPES[1:]}
+    assert loaded | others | {"two_I0"} == set(layout.FLOAT_TERMS) and not loaded & others
+    for kind in ("alpha_{}", "Ig_{}", "I{}_w0", "tau_{}", "tau_{}_I0"):
+        rows = [layout.index(kind.format(x)) for x in SYNAPSE_TYPES]
+        assert rows == list(range(rows[0], rows[0] + 4)), kind
+    assert not re.search(r"_ld\(prm_ptr, \d", text)  # no literal row
 
 
 @pytest.mark.parametrize("t0,t1", [(0, 60), (13, 41), (59, 60)])  # no input in step 59
@@ -157,7 +168,7 @@ def test_recurrent_networks_are_not_supported():
     rec = Experiment(chip.network(), Stimulus(0), 1e-4, 10)
     assert not fused_cuda.supports(rec)
     with pytest.raises(ParameterError, match="recurrent"):
-        fused_cuda.simulate(rec, Params.from_values().expand(1, 2), (), np.arange(2), 1)
+        fused_cuda.simulate(rec, Params.from_values().expand(1, 2), Request((), np.arange(2)))
 
 
 # --- the kernel through Triton's interpreter (CPU tensors) ------------------------------------
@@ -167,7 +178,7 @@ def interpreted_kernel(monkeypatch):
     """The kernel module re-imported with TRITON_INTERPRET=1, restored afterwards."""
     if not HAS_TRITON:
         pytest.skip("triton is not installed (pip install triton)")
-    module = importlib.import_module("dynacal.backends._fused_cuda_kernel")
+    module = importlib.import_module("dynacal.backends.torch_sim._cuda_kernel")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     importlib.reload(module)
     yield module
@@ -230,12 +241,12 @@ def test_backend_fused_run_on_gpu_matches_cpu(dtype, rtol):
 @needs_cuda
 def test_batch_equals_single_runs_on_gpu():
     exp, p = mixed_case(80)
-    both = fused_cuda.simulate(exp, resolve_params(exp, p, device="cuda").expand(2, 3), ("Isoma_mem",),
-                               np.arange(3), 1)
+    both = fused_cuda.simulate(exp, resolve_params(exp, p, device="cuda").expand(2, 3),
+                               Request(("Isoma_mem",), np.arange(3)))
     for b in range(2):
         one = resolve_params(exp, Params(**{k: getattr(p, k)[b:b + 1] if getattr(p, k).shape[0] == 2
                                             else getattr(p, k) for k in PARAMETERS}), device="cuda")
-        single = fused_cuda.simulate(exp, one.expand(1, 3), ("Isoma_mem",), np.arange(3), 1)
+        single = fused_cuda.simulate(exp, one.expand(1, 3), Request(("Isoma_mem",), np.arange(3)))
         sel = both[0] == b
         np.testing.assert_array_equal(both[1][sel], single[1])
         np.testing.assert_array_equal(both[2][sel], single[2])
@@ -252,7 +263,7 @@ def test_recurrent_network_falls_back_to_eager_on_gpu(caplog):
     chip.set_bias({"Isoma_const": "3 nA"}, "Core_0")
     exp = Experiment(chip.network(), Stimulus(0), 1e-4, 200)
     torch_sim._announced.discard("cuda-recurrent")  # the fallback is logged once per process
-    with caplog.at_level(logging.INFO, logger="dynacal.backends.torch_sim"):
+    with caplog.at_level(logging.INFO, logger="dynacal.backends.torch_sim.backend"):
         rec = TorchBackend(engine="auto", device="cuda").run(exp)
     assert rec.metadata["engine"] == "eager" and rec.spike_step.size > 0
     assert "recurrent" in caplog.text

@@ -43,7 +43,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ..params import Params, kappa
+from ...params import SYNAPSE_TYPES, Params
+from .layout import derive, refractory_steps
 
 __all__ = ["State", "Recurrent", "dpi_step", "derivatives", "initial_state",
            "refractory_steps", "SURROGATES", "get_surrogate"]
@@ -76,76 +77,77 @@ class Recurrent(NamedTuple):
 def initial_state(batch: int, n_neurons: int, *, dtype=torch.float64, device="cpu",
                   values: dict[str, float] | None = None) -> State:
     """The state at t = 0 (``params.INITIAL_STATE``), shape (batch, n_neurons) each."""
-    from ..params import INITIAL_STATE
+    from ...params import INITIAL_STATE
     values = dict(INITIAL_STATE, **(values or {}))
     full = lambda v: torch.full((batch, n_neurons), float(v), dtype=dtype, device=device)  # noqa: E731
     return State(*(full(values[k]) for k in INITIAL_STATE),
                  refractory=torch.zeros((batch, n_neurons), dtype=torch.int64, device=device))
 
 
-def refractory_steps(soma_refP: Tensor, dt: float) -> Tensor:
-    """Whole steps of refractoriness, rounded as Brian2's ``timestep(refP, dt)`` does."""
-    return torch.floor((soma_refP.detach().double() + 1e-3 * dt) / dt).to(torch.int64)
-
-
-def derivatives(state: State, p: Params) -> tuple[Tensor, ...]:
+def derivatives(state: State, p: Params, terms: dict[str, Tensor] | None = None) -> tuple[Tensor, ...]:
     """Time derivatives (A/s) of the six currents, from the equations above.
+
+    Args:
+        state: the currents, each (B, N).
+        p: parameters, broadcastable to (B, N).
+        terms: ``layout.derive(p)``, the parameter-only terms (computed here when None):
+            ``tau_soma`` is ``Csoma_mem Ut / (kappa Isoma_dpi_tau)``, ``tau_soma_I0`` the same
+            at the floor (``Itau_s = I0``), ``Ig_soma`` = ``alpha_soma Isoma_dpi_tau``, and so
+            on for the AHP and each synapse type.
 
     Returns ``(dIsoma_mem, dIsoma_ahp, dInmda, dIampa, dIgaba_a, dIgaba_b)``; the
     refractory freeze is applied by the caller.
     """
     # The masks of the model (m * X + f * I0) are written as selects: the same values
     # bit for bit (X * 1 + 0 * I0 == X), a third of the tensor operations, and no NaN
-    # gradient from 0 * inf on the unselected side.
-    I0, k = p.I0, kappa(p)
+    # gradient from 0 * inf on the unselected side. A masked parameter-only expression
+    # (tau_soma with Itau_s = m Isoma_dpi_tau + f I0) takes one of two terms, selected.
+    q = derive(p) if terms is None else terms
+    I0 = q["I0"]
     zero = torch.zeros((), dtype=I0.dtype, device=I0.device)
     Imem, Iahp = state.Isoma_mem, state.Isoma_ahp
     m = Imem > I0
     f_I0 = torch.where(m, zero, I0)                     # f * I0
     Imem_c = torch.clamp(Imem, min=I0, max=torch.ones_like(I0))
-    Inmda_dp = state.Inmda / (1 + p.Inmda_thr / Imem_c)
-    Iin_c = torch.clamp(Inmda_dp + state.Iampa - state.Igaba_b + p.Isoma_const, min=I0,
+    Inmda_dp = state.Inmda / (1 + q["Inmda_thr"] / Imem_c)
+    Iin_c = torch.clamp(Inmda_dp + state.Iampa - state.Igaba_b + q["Isoma_const"], min=I0,
                         max=torch.ones_like(I0))
-    Itau_s = torch.where(m, p.Isoma_dpi_tau, I0)
-    Ig_s = torch.where(m, p.alpha_soma * Itau_s, I0)
+    Itau_s = torch.where(m, q["Isoma_dpi_tau"], I0)
+    Ig_s = torch.where(m, q["Ig_soma"], I0)
     Iahp_s = torch.where(m, Iahp, I0)
     Iga_s = torch.where(m, state.Igaba_a, I0)
-    Ipfb = p.Isoma_pfb_gain / (1 + torch.exp(-(Imem - p.Isoma_pfb_th) / p.Isoma_pfb_norm))
+    Ipfb = q["Isoma_pfb_gain"] / (1 + torch.exp(-(Imem - q["Isoma_pfb_th"]) / q["Isoma_pfb_norm"]))
     Ipfb_s = torch.where(m, Ipfb, I0)
     Isum = Itau_s + Iahp_s + Iga_s - Ipfb_s - f_I0
-    tau_soma = p.Csoma_mem * p.Ut / (k * Itau_s)
-    d_mem = ((p.alpha_soma * (Iin_c - Isum) - (Isum - f_I0) * Imem_c / Itau_s)
+    tau_soma = torch.where(m, q["tau_soma"], q["tau_soma_I0"])
+    d_mem = ((q["alpha_soma"] * (Iin_c - Isum) - (Isum - f_I0) * Imem_c / Itau_s)
              / (tau_soma * (1 + Ig_s / Imem_c)))
 
     a = Iahp > I0
-    Iahp_tau_s = torch.where(a, p.Isoma_ahp_tau, I0)
-    Iahp_g_s = torch.where(a, p.alpha_ahp * Iahp_tau_s, I0)
-    tau_ahp = p.Csoma_ahp * p.Ut / (k * Iahp_tau_s)
+    Iahp_g_s = torch.where(a, q["Ig_ahp"], I0)
+    tau_ahp = torch.where(a, q["tau_ahp"], q["tau_ahp_I0"])
     # Quirk of the reference: Isoma_ahp starts at 0, so Iahp_s is 0 while the membrane is
     # above I0 and the denominator is infinite: the derivative is exactly 0 in IEEE
     # arithmetic. Select instead of dividing by 0 so that autograd sees no inf or NaN.
     live = Iahp_s > 0
     safe_Iahp_s = torch.where(live, Iahp_s, torch.ones_like(Iahp_s))
-    two_g_I0 = torch.where(a, zero, 2 * I0)             # 2 * g * I0
+    two_g_I0 = torch.where(a, zero, q["two_I0"])        # 2 * g * I0
     d_ahp = torch.where(live, (-Iahp_g_s - Iahp + two_g_I0) / (tau_ahp * (1 + Iahp_g_s / safe_Iahp_s)), zero)
 
     d_syn = []
-    for I_X, I_tau, alpha, C in ((state.Inmda, p.Inmda_tau, p.alpha_nmda, p.Cnmda),
-                                 (state.Iampa, p.Iampa_tau, p.alpha_ampa, p.Campa),
-                                 (state.Igaba_a, p.Igaba_a_tau, p.alpha_gaba_a, p.Cgaba_a),
-                                 (state.Igaba_b, p.Igaba_b_tau, p.alpha_gaba_b, p.Cgaba_b)):
+    for I_X, x in zip(state[2:6], SYNAPSE_TYPES):
         s = I_X > I0
-        Itau_X_s = torch.where(s, I_tau, I0)
-        Ig_X_s = torch.where(s, alpha * I_tau, I0)
-        tau_X = C * p.Ut / (k * Itau_X_s)
-        two_u_I0 = torch.where(s, zero, 2 * I0)         # 2 * u * I0
+        Ig_X_s = torch.where(s, q[f"Ig_{x}"], I0)
+        tau_X = torch.where(s, q[f"tau_{x}"], q[f"tau_{x}_I0"])
+        two_u_I0 = torch.where(s, zero, q["two_I0"])    # 2 * u * I0
         d_syn.append((-I_X - Ig_X_s + two_u_I0) / (tau_X * (Ig_X_s / I_X + 1)))
     return (d_mem, d_ahp, *d_syn)
 
 
 def dpi_step(state: State, p: Params, dt: float, counts: Tensor | None = None, *,
              recurrent: Recurrent | None = None, spike_fn: Callable[[Tensor], Tensor] | None = None,
-             refr_steps: Tensor | None = None, substeps: int = 1) -> tuple[Tensor, State]:
+             refr_steps: Tensor | None = None, substeps: int = 1,
+             terms: dict[str, Tensor] | None = None) -> tuple[Tensor, State]:
     """Advance every neuron by one time step ``dt`` (s), in the Brian2 order.
 
     Args:
@@ -161,10 +163,12 @@ def dpi_step(state: State, p: Params, dt: float, counts: Tensor | None = None, *
         refr_steps: (B|1, N|1) int refractory length in steps; default from ``p.soma_refP``.
         substeps: Euler sub-steps of ``dt / substeps`` each (1 is Brian2-exact). Threshold,
             jumps and reset still happen once per step.
+        terms: ``layout.derive(p)`` (computed here when None; a time loop computes it once).
 
     Returns:
         ``(spikes, new_state)``: spikes (B, N) of this step as 0./1. floats.
     """
+    q = derive(p) if terms is None else terms
     if refr_steps is None:
         refr_steps = refractory_steps(p.soma_refP, dt)
     refractory = torch.clamp(state.refractory - 1, min=0)
@@ -172,13 +176,13 @@ def dpi_step(state: State, p: Params, dt: float, counts: Tensor | None = None, *
     h = dt / substeps
     currents = list(state[:6])
     for _ in range(substeps):
-        derivs = derivatives(State(*currents, refractory), p)
+        derivs = derivatives(State(*currents, refractory), p, q)
         new = [x + h * d for x, d in zip(currents, derivs)]
         new[0] = torch.where(frozen, currents[0], new[0])
         currents = new
     Imem = currents[0]
 
-    rel = (Imem - p.Isoma_th) / p.Isoma_th
+    rel = (Imem - q["Isoma_th"]) / q["Isoma_th"]
     spikes = (spike_fn(rel) if spike_fn is not None else (rel > 0).to(Imem.dtype))
     spikes = spikes * (~frozen).to(Imem.dtype)
 
@@ -190,12 +194,11 @@ def dpi_step(state: State, p: Params, dt: float, counts: Tensor | None = None, *
         rec = rec.index_add(1, recurrent.target, flow).view(B, 4, N)
         total = rec if total is None else total + rec
     if total is not None:
-        for i, (w0, alpha) in enumerate(((p.Inmda_w0, p.alpha_nmda), (p.Iampa_w0, p.alpha_ampa),
-                                         (p.Igaba_a_w0, p.alpha_gaba_a), (p.Igaba_b_w0, p.alpha_gaba_b))):
-            currents[2 + i] = currents[2 + i] + w0 * total[..., i, :] * alpha
+        for i, x in enumerate(SYNAPSE_TYPES):
+            currents[2 + i] = currents[2 + i] + q[f"I{x}_w0"] * total[..., i, :] * q[f"alpha_{x}"]
 
-    Iahp = currents[1] + spikes * (p.Isoma_ahp_w * p.alpha_ahp)
-    Imem = Imem * (1 - spikes) + p.Isoma_reset * spikes
+    Iahp = currents[1] + spikes * q["ahp_jump"]
+    Imem = Imem * (1 - spikes) + q["Isoma_reset"] * spikes
     spiked = spikes.detach() > 0
     refractory = torch.where(spiked, refr_steps.expand_as(refractory), refractory)
     return spikes, State(Imem, Iahp, *currents[2:], refractory)
@@ -242,7 +245,7 @@ def get_surrogate(name: str | None = "fast_sigmoid", scale: float | None = None)
     derivative of a smooth observable, since spike steps are locally constant). Surrogates
     add a biased but informative gradient through the threshold, e.g. for spike counts.
     """
-    from ..errors import unknown_name
+    from ...errors import unknown_name
     if name is None or name == "none":
         return None
     if name not in SURROGATES:

@@ -1,10 +1,10 @@
 r"""Numba kernels of the fused CPU engine: the DPI step in scalar form, and the time loops.
 
-The equations are those of :func:`dynacal.backends.dpi.derivatives` and
-:func:`~dynacal.backends.dpi.dpi_step`, the reference, written once more per neuron with
+The equations are those of :func:`dynacal.backends.torch_sim.dpi.derivatives` and
+:func:`~dynacal.backends.torch_sim.dpi.dpi_step`, the reference, written once more per neuron with
 the same floating-point operations in the same order, so that float64 and float32 results
 are bit-identical to the eager engine's except where ``exp`` rounds differently (by 1 ulp,
-rarely visible). ``tests/backends/test_fused_cpu.py`` binds them to the reference:
+rarely visible). ``tests/backends/torch_sim/test_cpu.py`` binds them to the reference:
 identical spike steps, traces within rounding, in every regime.
 
 Layout. The neurons of all B parameter sets are *lanes* ``L = b * N + n``, grouped in
@@ -26,27 +26,46 @@ jumps + reset + checks; recurrent jumps go between the second and the third.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
 
-from . import vector_math
+from . import layout, vector_math
 from .vector_math import exp, typed
 
-__all__ = ["BLK", "N_ROWS", "STATE_ROWS", "PARAM_ORDER", "init_workspace", "run_feedforward",
+__all__ = ["BLK", "N_ROWS", "STATE_ROWS", "P0", "init_workspace", "run_feedforward",
            "run_feedforward_serial", "run_recurrent", "run_recurrent_serial"]
 
 log = logging.getLogger(__name__)
 
 # numba's disk cache notices changes of this file only. The math compiled in from
-# vector_math.py is pinned by its hash: an edit there has to update this line (which
-# invalidates the cache); until then the kernels are compiled afresh in every process.
-_VECTOR_MATH_SHA256 = "55bb29ef941a724e5266494aa95b179b7055e09e5460f84dc06fad5ecbe8b16a"
-_CACHE = vector_math.source_sha256() == _VECTOR_MATH_SHA256
-if not _CACHE:
-    log.warning("dynacal.backends.vector_math changed since fused_cpu_kernels pinned it: the fused CPU "
-                "kernels are not cached on disk; update _VECTOR_MATH_SHA256 to %s.", vector_math.source_sha256())
+# vector_math.py and the rows compiled in from layout.py are pinned by their hashes: an edit
+# there has to update these lines (which invalidates the cache); until then the kernels
+# are compiled afresh in every process.
+_PINNED = {"vector_math.py": "55bb29ef941a724e5266494aa95b179b7055e09e5460f84dc06fad5ecbe8b16a",
+           "layout.py": "99670967c7cad7736124edfa5002241645fdc5c2b75f8ac35083c10e83f0db78"}
+
+
+def source_sha256(name: str) -> str:
+    """SHA-256 of a file of this package (``name`` as in ``_PINNED``)."""
+    return hashlib.sha256((Path(__file__).parent / name).read_bytes()).hexdigest()
+
+
+def pins_hold(pinned: dict[str, str], module: str) -> bool:
+    """Whether every file in ``pinned`` still has its pinned hash (then the kernels of
+    ``module`` may use numba's disk cache); logs which pins to update when not."""
+    held = all(source_sha256(name) == sha for name, sha in pinned.items())
+    if not held:
+        log.warning("a file that dynacal.backends.torch_sim.%s compiles in changed since it was pinned: its "
+                    "kernels are not cached on disk; update _PINNED to %s.", module,
+                    {name: source_sha256(name) for name in pinned})
+    return held
+
+
+_CACHE = pins_hold(_PINNED, "cpu_kernels")
 
 #: Lanes per block: one uint64 spike mask per block and step; 32 lanes keep a block's
 #: workspace (N_ROWS * 32 * 8 B = 13.5 kB in float64) in the L1 cache.
@@ -58,13 +77,20 @@ STATE_ROWS = (MEM, AHP, NMDA, AMPA, GA, GB)
 REFR = 6          # refractory steps left at the *next* step (already counted down)
 CNT = 7           # 7..10: weighted input count of this step per synapse type
 SPK = 11          # 1.0 where the lane spiked in this step
-UNST = 12         # 1.0 once a state went negative or non-finite
+UNST = 12         # 1.0 once a state went negative or non-finite (engine.track_health)
 PEAK = 13         # max over steps of Igaba_a + Isoma_ahp (A)
-I0, THR, ICONST, STAU, SIG, ASOMA, PGAIN, PTH, PNORM, TAUS1, TAUS0 = range(14, 25)  # soma
-AIG, TAUA1, TAUA0, TWOI0 = range(25, 29)                 # adaptation
-XIG, XTAU1, XTAU0, XW0, XALPHA = 29, 33, 37, 41, 45      # + synapse type k (0..3)
-ITH, IRESET, AHPJ, REFRN = range(49, 53)                 # threshold, reset, refractory
-N_ROWS = 53
+#: The parameter-only terms (layout.TERMS) follow, one row each, in their order.
+P0 = 14
+_t = lambda name: P0 + layout.index(name)  # noqa: E731
+I0, THR, ICONST, STAU, SIG, ASOMA = (_t(x) for x in ("I0", "Inmda_thr", "Isoma_const", "Isoma_dpi_tau", "Ig_soma",
+                                                     "alpha_soma"))
+PGAIN, PTH, PNORM, TAUS1, TAUS0 = (_t(x) for x in ("Isoma_pfb_gain", "Isoma_pfb_th", "Isoma_pfb_norm", "tau_soma",
+                                                   "tau_soma_I0"))
+AIG, TAUA1, TAUA0, TWOI0 = (_t(x) for x in ("Ig_ahp", "tau_ahp", "tau_ahp_I0", "two_I0"))
+# synapse type k (SYNAPSE_TYPES order) at + k
+XIG, XTAU1, XTAU0, XW0, XALPHA = (_t(x) for x in ("Ig_nmda", "tau_nmda", "tau_nmda_I0", "Inmda_w0", "alpha_nmda"))
+ITH, IRESET, AHPJ, REFRN = (_t(x) for x in ("Isoma_th", "Isoma_reset", "ahp_jump", "refractory_steps"))
+N_ROWS = P0 + len(layout.TERMS)
 
 
 @njit
@@ -204,73 +230,28 @@ def _record(w, blk, t_rec, tr_ptr, tr_j, tr_b, tr_r, name_rows, traces):
 
 # --- set-up -------------------------------------------------------------------------------
 
-#: Order of the rows of the packed parameter array ``P`` (35, B * N) given to init_workspace.
-PARAM_ORDER = ("kn", "kp", "Ut", "I0", "alpha_soma", "alpha_ahp", "alpha_nmda", "alpha_ampa",
-               "alpha_gaba_a", "alpha_gaba_b", "Csoma_mem", "Isoma_dpi_tau", "Isoma_th", "Isoma_reset",
-               "Isoma_const", "soma_refP", "Csoma_ahp", "Isoma_ahp_tau", "Isoma_ahp_w", "Isoma_pfb_gain",
-               "Isoma_pfb_th", "Isoma_pfb_norm", "Cnmda", "Campa", "Cgaba_a", "Cgaba_b", "Inmda_tau",
-               "Iampa_tau", "Igaba_a_tau", "Igaba_b_tau", "Inmda_w0", "Iampa_w0", "Igaba_a_w0",
-               "Igaba_b_w0", "Inmda_thr")
-(_KN, _KP, _UT, _I0, _ASOMA, _AAHP, _AX, _, _, _, _CMEM, _STAU, _ITH, _IRESET, _ICONST, _REFP, _CAHP,
- _ATAU, _AHPW, _PGAIN, _PTH, _PNORM, _CX, _, _, _, _XTAU, _, _, _, _XW0, _, _, _, _THR) = range(35)
-
-
 @njit(cache=_CACHE, error_model="numpy")
-def init_workspace(ws, P, lane0, nvalid, init, dt):
-    """Fill every valid lane's parameter rows and initial state.
+def init_workspace(ws, P, lane0, nvalid, init):
+    """Fill every valid lane's term rows and initial state.
 
     Args:
         ws: float (n_blocks, N_ROWS * BLK) workspace, dtype of the run.
-        P: (35, B * N) parameters in ``PARAM_ORDER``, SI units, dtype of the run.
+        P: (len(layout.TERMS), B * N) the terms of ``layout.derive`` in their order, SI
+            units (``refractory_steps`` as a whole number), dtype of the run.
         lane0, nvalid: int64 (n_blocks,) first lane and number of lanes of each block.
         init: (6,) initial currents (A) in ``STATE_ROWS`` order.
-        dt: time step (s).
-
-    Derived rows are computed as the reference does (``kappa = (kn + kp) / 2``, ``tau =
-    C * Ut / (kappa * I_tau)``, ``alpha * I_tau``, ...), so they are bit-identical.
-    Returns the largest refractory period in steps (Brian2's rounding, in float64).
     """
-    longest = 0.0
     for blk in range(ws.shape[0]):
         w = ws[blk]
         for j in range(nvalid[blk]):
             n = lane0[blk] + j
-            i0 = P[_I0, n]
-            zero, two = typed(0.0, i0), typed(2.0, i0)
-            kap = (P[_KN, n] + P[_KP, n]) / two
-            ut = P[_UT, n]
+            zero = typed(0.0, P[0, n])
             for r in range(N_ROWS):
                 w[_ix(r, j)] = zero
             for r in range(6):
                 w[_ix(r, j)] = init[r]
-            w[_ix(I0, j)] = i0
-            w[_ix(THR, j)] = P[_THR, n]
-            w[_ix(ICONST, j)] = P[_ICONST, n]
-            w[_ix(STAU, j)] = P[_STAU, n]
-            w[_ix(SIG, j)] = P[_ASOMA, n] * P[_STAU, n]
-            w[_ix(ASOMA, j)] = P[_ASOMA, n]
-            w[_ix(PGAIN, j)] = P[_PGAIN, n]
-            w[_ix(PTH, j)] = P[_PTH, n]
-            w[_ix(PNORM, j)] = P[_PNORM, n]
-            w[_ix(TAUS1, j)] = P[_CMEM, n] * ut / (kap * P[_STAU, n])
-            w[_ix(TAUS0, j)] = P[_CMEM, n] * ut / (kap * i0)
-            w[_ix(AIG, j)] = P[_AAHP, n] * P[_ATAU, n]
-            w[_ix(TAUA1, j)] = P[_CAHP, n] * ut / (kap * P[_ATAU, n])
-            w[_ix(TAUA0, j)] = P[_CAHP, n] * ut / (kap * i0)
-            w[_ix(TWOI0, j)] = two * i0
-            for k in range(4):
-                w[_ix(XIG + k, j)] = P[_AX + k, n] * P[_XTAU + k, n]
-                w[_ix(XTAU1 + k, j)] = P[_CX + k, n] * ut / (kap * P[_XTAU + k, n])
-                w[_ix(XTAU0 + k, j)] = P[_CX + k, n] * ut / (kap * i0)
-                w[_ix(XW0 + k, j)] = P[_XW0 + k, n]
-                w[_ix(XALPHA + k, j)] = P[_AX + k, n]
-            w[_ix(ITH, j)] = P[_ITH, n]
-            w[_ix(IRESET, j)] = P[_IRESET, n]
-            w[_ix(AHPJ, j)] = P[_AHPW, n] * P[_AAHP, n]
-            refr = np.floor((np.float64(P[_REFP, n]) + 1e-3 * dt) / dt)  # dpi.refractory_steps
-            longest = max(longest, refr)
-            w[_ix(REFRN, j)] = typed(refr, i0)
-    return longest
+            for r in range(P.shape[0]):
+                w[_ix(P0 + r, j)] = P[r, n]
 
 
 # --- time loops (parallel, and serial for small runs: waking threads costs more) ---------

@@ -16,9 +16,9 @@ import torch
 from dynacal import Experiment, Params, poisson
 from dynacal.params import PARAMETERS
 
-from .test_fused_cpu import _dc, _network, assert_agree, run_engines
-from .test_fused_cpu_grad import DIFFERENTIABLE, assert_same_gradients
-from .test_fused_cuda import assert_same, interpreted_kernel, run_both  # noqa: F401 (a fixture)
+from .test_cpu import _dc, _network, assert_agree, run_engines
+from .test_cpu_grad import DIFFERENTIABLE, assert_same_gradients
+from .test_cuda import assert_same, interpreted_kernel, run_both  # noqa: F401 (a fixture)
 
 #: name -> (low, high) of the draw, uniform in log space; defaults elsewhere x [0.7, 1.4].
 RANGES = {"kn": (0.6, 0.85), "kp": (0.55, 0.75), "Ut": (24e-3, 27e-3), "I0": (0.8e-12, 1.2e-12),

@@ -1,9 +1,9 @@
 """The fused CPU engine: the whole time loop in numba, several neurons per instruction.
 
 :func:`simulate` is what ``TorchBackend(engine="fused")`` calls on the CPU. It returns
-what the eager engine returns (``TorchBackend._run_eager``), computed by the kernels in
-:mod:`.fused_cpu_kernels`, whose equations are those of :mod:`.dpi` (the reference) in the
-same order of operations.
+what the eager engine returns (the contract of :mod:`.engine`), computed by the kernels in
+:mod:`.cpu_kernels`, whose equations are those of :mod:`.dpi` (the reference) in the
+same order of operations, on the terms of :mod:`.layout`.
 
 How it runs (see the kernels' module docstring for the data layout):
 
@@ -30,14 +30,15 @@ import numba
 import numpy as np
 import torch
 
-from ..errors import ParameterError
-from ..experiment import Experiment
-from ..params import INITIAL_STATE, STATE_NAMES, Params
-from . import fused_cpu_kernels as K
-from .fused_cpu_events import chunk_events, collect_spikes
-from .torch_sim import tensor_versions
+from ...errors import ParameterError
+from ...experiment import Experiment
+from ...params import INITIAL_STATE, PARAMETERS, STATE_NAMES, Params
+from . import cpu_kernels as K
+from . import layout
+from .cpu_events import chunk_events, collect_spikes
+from .engine import EngineResult, Request, tensor_versions
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "supports"]
 
 #: Lane-steps of a chunk from which the parallel kernels are used (about 1 ms of work on one
 #: core): waking the worker threads costs tens of microseconds, much more on a busy machine.
@@ -48,16 +49,23 @@ _NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32}
 _packed: "weakref.WeakKeyDictionary[Params, tuple]" = weakref.WeakKeyDictionary()
 
 
-def _pack(p: Params, dtype) -> np.ndarray:
-    """(35, B * N) array of the parameters in ``K.PARAM_ORDER``, cached per ``p``."""
-    tensors = [getattr(p, name) for name in K.PARAM_ORDER]
-    key = tensor_versions(tensors)
+def _pack(p: Params, dtype, dt: float, terms: dict | None = None) -> np.ndarray:
+    """(len(layout.TERMS), B * N) array of the terms (``layout.derive``), cached per ``p`` and dt.
+
+    Args:
+        p: parameters, every tensor (B, N).
+        terms: ``layout.derive(p, dt)`` when the caller has it (the backend computes it once).
+    """
+    key = tensor_versions([getattr(p, name) for name in PARAMETERS])
     hit = _packed.get(p)
-    if hit is not None and key is not None and hit[0] == key:
+    if hit is not None and key is not None and hit[0] == (key, dt):
         return hit[1]
-    packed = np.stack([t.detach().reshape(-1).numpy() for t in tensors]).astype(dtype, copy=False)
+    terms = layout.derive(p, dt) if terms is None else terms
+    b, n = p.I0.shape
+    packed = np.stack([terms[name].detach().expand(b, n).reshape(-1).numpy() for name in layout.TERMS])
+    packed = packed.astype(dtype, copy=False)
     if key is not None:
-        _packed[p] = (key, packed)
+        _packed[p] = ((key, dt), packed)
     return packed
 
 
@@ -136,25 +144,19 @@ def _trace_map(layout: _Layout, idx: np.ndarray):
     return ptr, slot[order], sets[order], cols[order]
 
 
-def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, substeps: int = 1,
-             chunk_steps: int = 1000):
-    """Run ``experiment`` with the fused CPU kernels.
+def simulate(experiment: Experiment, p: Params, request: Request, terms: dict | None = None) -> EngineResult:
+    """Run ``experiment`` with the fused CPU kernels (the contract of :mod:`.engine`).
 
     Args:
         experiment: network, stimulus, dt and length.
         p: parameters, every tensor contiguous (B, N), float64 or float32 (the dtype the
             run computes in).
-        names: state names to record (``STATE_NAMES`` subset); idx: int64 (R,) recorded
-            neurons; every: keep the state at the start of steps ``t % every == 0``.
-        substeps: Euler sub-steps per step; chunk_steps: steps whose input events are
-            built at once (bounds memory).
+        request: names, idx, every, substeps and chunk_steps are used (no gradients here:
+            :mod:`.cpu_grad`).
+        terms: ``layout.derive(p, experiment.dt)``, from the backend (None: derived here).
 
     Returns:
-        ``(spike_batch, spike_neuron, spike_step, traces, unstable, peak, None)`` as
-        ``TorchBackend._run_eager``: int64 (K,) events sorted by step, set, neuron;
-        ``traces`` name -> tensor (T_rec, B, R) in A; ``unstable`` bool (B, N) (a state
-        went negative or non-finite); ``peak`` (B, N) the largest ``Igaba_a + Isoma_ahp``
-        after any step (A).
+        :class:`EngineResult` without a raster.
 
     Raises:
         ParameterError: a dtype other than float32/float64, or (float32) a refractory
@@ -164,24 +166,32 @@ def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, subst
     if dtype is None:
         raise ParameterError(f"the fused CPU engine computes in float32 or float64, not {p.I0.dtype}.")
     b, n = p.I0.shape
-    layout = _Layout(b, n)
-    ws = _workspace(layout, p, dtype, experiment.dt)
-    idx = np.asarray(idx, dtype=np.int64)
+    names, every = tuple(request.names), request.every
+    layout_ = _Layout(b, n)
+    ws = _workspace(layout_, _pack(p, dtype, experiment.dt, terms), dtype, experiment.dt)
+    idx = np.asarray(request.idx, dtype=np.int64)
     traces = np.empty((len(names), -(-int(experiment.n_steps) // every), b, idx.size), dtype=dtype)
-    record = (*_trace_map(layout, idx if names else idx[:0]),
+    record = (*_trace_map(layout_, idx if names else idx[:0]),
               np.array([K.STATE_ROWS[STATE_NAMES.index(x)] for x in names], dtype=np.int64), traces)
-    sb, sn, ss = _run_chunks(experiment, layout, ws, dtype, every, substeps, max(1, int(chunk_steps)), record)
-    blk, slot = layout.locate(np.arange(b * n, dtype=np.int64))
+    sb, sn, ss = _run_chunks(experiment, layout_, ws, dtype, every, request.substeps,
+                             max(1, int(request.chunk_steps)), record)
+    blk, slot = layout_.locate(np.arange(b * n, dtype=np.int64))
     unstable = torch.from_numpy(ws[blk, K.UNST * K.BLK + slot] > 0).reshape(b, n)
     peak = torch.from_numpy(ws[blk, K.PEAK * K.BLK + slot]).reshape(b, n)
-    return sb, sn, ss, {x: torch.from_numpy(traces[q]) for q, x in enumerate(names)}, unstable, peak, None
+    return EngineResult(sb, sn, ss, {x: torch.from_numpy(traces[q]) for q, x in enumerate(names)}, unstable, peak)
 
 
-def _workspace(layout: _Layout, p: Params, dtype, dt: float) -> np.ndarray:
-    """The kernels' workspace with the parameters and the initial state filled in."""
-    ws = np.empty((layout.n_blocks, K.N_ROWS * K.BLK), dtype=dtype)
+def supports(experiment: Experiment) -> bool:
+    """The fused CPU forward runs every experiment (recurrent connections time-major)."""
+    return True
+
+
+def _workspace(lay: _Layout, packed: np.ndarray, dtype, dt: float) -> np.ndarray:
+    """The kernels' workspace with the terms (``_pack``) and the initial state filled in."""
+    ws = np.empty((lay.n_blocks, K.N_ROWS * K.BLK), dtype=dtype)
     init = np.array([INITIAL_STATE[x] for x in STATE_NAMES[:6]], dtype=dtype)
-    longest = K.init_workspace(ws, _pack(p, dtype), layout.lane0, layout.nvalid, init, float(dt))
+    K.init_workspace(ws, packed, lay.lane0, lay.nvalid, init)
+    longest = float(packed[-1].max()) if packed.size else 0.0  # refractory_steps, the last term
     if dtype is np.float32 and longest >= 2 ** 24:
         raise ParameterError(f"soma_refP is {longest:.0f} steps of dt = {dt:g} s, too long to count in "
                              f"float32 (2^24 steps at most); use dtype float64 or a larger dt.")

@@ -2,8 +2,8 @@
 
 One Triton program advances a block of neurons (flat index ``b * N + n`` over B
 parameter sets and N neurons) through a chunk of steps with the state in registers; the
-physics is :func:`dynacal.backends.dpi.dpi_step`, written once more in Triton form in
-``_fused_cuda_kernel.py`` and tested against it. Per chunk of steps the host builds the
+physics is :func:`dynacal.backends.torch_sim.dpi.dpi_step`, written once more in Triton form in
+``_cuda_kernel.py`` and tested against it. Per chunk of steps the host builds the
 weighted input counts ``(Tc, 4, N)`` on the device from the stimulus' event list (uint8
 when every neuron's summed weights per synapse type fit, as they do on the chip), the
 kernel writes spikes as a uint8 ``(Tc, B * N)`` raster, and ``torch.nonzero`` turns it
@@ -11,7 +11,7 @@ into events.
 
 Recurrent connections need every neuron's spikes of a step before the next step starts,
 which a kernel with the time loop inside its neuron blocks cannot see: :func:`supports`
-says no and ``torch_sim`` falls back to the eager engine. triton is imported only when
+says no and the backend falls back to the eager engine. triton is imported only when
 :func:`simulate` runs, so ``import dynacal`` and CPU runs never need it. With
 ``TRITON_INTERPRET=1`` set before the kernel module is first imported, the kernel runs
 on CPU tensors through Triton's interpreter (slow; used by the tests).
@@ -31,24 +31,15 @@ import time
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailable, ParameterError
-from ..experiment import Experiment
-from ..params import INITIAL_STATE, STATE_NAMES, Params
-from .dpi import refractory_steps
+from ...errors import BackendUnavailable, ParameterError
+from ...experiment import Experiment
+from ...params import INITIAL_STATE, STATE_NAMES, Params
+from . import layout
+from .engine import EngineResult, Request
 
-__all__ = ["supports", "simulate", "InputPlan", "PARAM_ROWS"]
+__all__ = ["supports", "simulate", "InputPlan"]
 
 _CHUNK_BYTES = 1 << 30  # upper bound of the counts and spike buffers of one chunk
-
-#: Rows of the stacked (P, B * N) parameter tensor, in the order ``dpi_kernel`` reads them
-#: by index (``soma_refP`` travels as whole steps in a separate int32 tensor).
-PARAM_ROWS = ("kn", "kp", "Ut", "I0", "alpha_soma", "alpha_ahp", "alpha_nmda", "alpha_ampa",
-              "alpha_gaba_a", "alpha_gaba_b", "Csoma_mem", "Isoma_dpi_tau", "Isoma_th", "Isoma_reset",
-              "Isoma_const", "Csoma_ahp", "Isoma_ahp_tau", "Isoma_ahp_w", "Isoma_pfb_gain",
-              "Isoma_pfb_th", "Isoma_pfb_norm", "Inmda_thr", "Cnmda", "Campa", "Cgaba_a", "Cgaba_b",
-              "Inmda_tau", "Iampa_tau", "Igaba_a_tau", "Igaba_b_tau",
-              "Inmda_w0", "Iampa_w0", "Igaba_a_w0", "Igaba_b_w0")
-
 
 def supports(experiment: Experiment) -> bool:
     """Whether the fused GPU kernel can run ``experiment`` (False with recurrent connections)."""
@@ -139,30 +130,24 @@ class _Clock:
                 self.timings[name] = self.timings.get(name, 0.0) + start.elapsed_time(end) / 1e3
 
 
-def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, substeps: int = 1,
-             chunk_steps: int = 1000, timings: dict | None = None):
-    """Run ``experiment`` with the fused kernel, no gradients.
+def simulate(experiment: Experiment, p: Params, request: Request, terms: dict | None = None, *,
+             timings: dict | None = None) -> EngineResult:
+    """Run ``experiment`` with the fused kernel, no gradients (the contract of :mod:`.engine`).
 
     Args:
         experiment: network (no recurrent connections), stimulus, dt (s), n_steps.
         p: parameters as contiguous (B, N) tensors, float32 or float64, on a CUDA device
             (or on the CPU under ``TRITON_INTERPRET=1``); the kernel computes in p's dtype.
-        names: state names to trace (subset of ``STATE_NAMES``).
-        idx: int64 (R,) indices of the traced neurons.
-        every: keep the state at the start of steps ``t`` with ``t % every == 0``.
-        substeps: Euler sub-steps per step (1 is Brian2-exact).
-        chunk_steps: steps per kernel launch (also capped so that the counts and spike
-            buffers of a chunk stay under 1 GiB each).
+        request: names, idx, every, substeps; chunk_steps: steps per kernel launch (also
+            capped so that the counts and spike buffers of a chunk stay under 1 GiB each).
+        terms: ``layout.derive(p, experiment.dt)``, from the backend (None: derived here).
         timings: if a dict, seconds are added under ``"inputs_s"`` (counts built on the
             device, host-to-device copies included), ``"kernel_s"`` and ``"outputs_s"``
             (spike events and traces to the host); this synchronises the device.
 
     Returns:
-        ``(spike_batch, spike_neuron, spike_step, traces, unstable, peak, None)`` as the
-        eager engine: int64 numpy (K,) events sorted by step, then batch, then neuron;
-        traces name -> tensor (T_rec, B, R) in A on p's device; unstable bool (B, N) (a
-        current went negative or non-finite) and peak (B, N) max of Igaba_a + Isoma_ahp
-        in A, both on the CPU.
+        :class:`EngineResult` without a raster; traces on p's device, unstable and peak
+        on the CPU.
 
     Raises:
         ParameterError: recurrent connections (use the eager engine).
@@ -172,7 +157,7 @@ def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, subst
         raise ParameterError("the fused GPU kernel does not simulate recurrent connections; use "
                              "engine='eager' (engine='auto' falls back to it by itself).")
     try:
-        from . import _fused_cuda_kernel as kernel
+        from . import _cuda_kernel as kernel
     except ImportError as exc:
         raise BackendUnavailable(f"the fused CUDA engine needs triton ({exc}); pip install triton, "
                                  f"or use engine='eager'.") from exc
@@ -182,8 +167,11 @@ def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, subst
     if total >= 2 ** 31:
         raise ParameterError(f"B * N = {total} neuron instances exceed the kernel's int32 index; "
                              f"split the batch.")
-    prm = torch.stack([getattr(p, name).detach().expand(b, n).reshape(-1) for name in PARAM_ROWS])
-    refr = refractory_steps(p.soma_refP, dt).expand(b, n).reshape(-1).to(device=dev, dtype=torch.int32)
+    names, idx, every, substeps = tuple(request.names), request.idx, request.every, request.substeps
+    terms = layout.derive(p, dt) if terms is None else terms
+    flat = lambda t: t.detach().expand(b, n).reshape(-1)  # noqa: E731
+    prm = torch.stack([flat(terms[name]) for name in layout.FLOAT_TERMS])
+    refr = flat(terms["refractory_steps"]).to(device=dev, dtype=torch.int32)
     h = torch.tensor([dt / substeps], dtype=dtype, device=dev)
     state = torch.tensor([INITIAL_STATE[s] for s in STATE_NAMES[:6]], dtype=dtype, device=dev)
     state = state[:, None].repeat(1, total).contiguous()
@@ -202,7 +190,7 @@ def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, subst
 
     plan = InputPlan(experiment, dev)
     itemsize = torch.empty(0, dtype=plan.dtype).element_size()
-    chunk = max(1, min(int(chunk_steps), _CHUNK_BYTES // max(4 * n * itemsize, total)))
+    chunk = max(1, min(int(request.chunk_steps), _CHUNK_BYTES // max(4 * n * itemsize, total)))
     block = 128 if total > 64 else 32
     grid = (_cdiv(total, block),)
     clock = _Clock(timings, dev)
@@ -226,7 +214,7 @@ def simulate(experiment: Experiment, p: Params, names, idx, every: int, *, subst
     out_unstable = clock.phase("outputs_s", lambda: unstable.view(b, n).bool().cpu())
     out_peak = peak.view(b, n).cpu()
     clock.close()
-    return sb, sn, ss, traces, out_unstable, out_peak, None
+    return EngineResult(sb, sn, ss, traces, out_unstable, out_peak)
 
 
 def _events(spikes: torch.Tensor, t0: int, n: int):

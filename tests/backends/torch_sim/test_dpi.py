@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from dynacal import Chip, Experiment, Params, Stimulus
-from dynacal.backends.dpi import (SURROGATES, derivatives, dpi_step, get_surrogate, initial_state,
+from dynacal.backends.torch_sim.dpi import (SURROGATES, derivatives, dpi_step, get_surrogate, initial_state,
                                   refractory_steps)
 from dynacal.backends.torch_sim import TorchBackend
 from dynacal.errors import ParameterError
 
-from ..conftest import single_neuron_experiment
+from ...conftest import single_neuron_experiment
 
 
 def _one_input(syn_type="AMPA", weight=1, n_steps=400, spike_steps=(10,), dt=1e-4, n_neurons=1):

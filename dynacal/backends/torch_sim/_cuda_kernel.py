@@ -1,14 +1,15 @@
-"""The Triton kernel of the fused GPU engine (imported only by ``fused_cuda.simulate``).
+"""The Triton kernel of the fused GPU engine (imported only by ``cuda.simulate``).
 
 One program advances ``BLOCK`` neurons (flat index ``b * N + n``) through the steps
 ``t0 .. t1 - 1`` with the whole time loop inside the kernel and the state in registers.
-The reference physics is :func:`dynacal.backends.dpi.derivatives` and
-:func:`dynacal.backends.dpi.dpi_step`; the equations are written here once more in
+The reference physics is :func:`dynacal.backends.torch_sim.dpi.derivatives` and
+:func:`dynacal.backends.torch_sim.dpi.dpi_step`; the equations are written here once more in
 Triton form, operation for operation in the same order, and ``tests/backends/
-test_fused_cuda.py`` binds the two (same spike steps, traces within rounding). Where a
+torch_sim/test_cuda.py`` binds the two (same spike steps, traces within rounding). Where a
 masked expression of ``dpi.py`` (``m * x + (1 - m) * I0`` with ``m`` in {0, 1}) can
-only take two values that do not depend on the state, both are computed once before the
-loop and selected with ``tl.where``: the result is bit-identical and saves divisions.
+only take two values that do not depend on the state, both come in as terms of
+``layout.derive`` (computed once, in torch) and are selected with ``tl.where``: the result is
+bit-identical and saves divisions.
 
 This module imports triton at import time: keep every other import of it lazy.
 """
@@ -19,7 +20,20 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from . import layout
+
 __all__ = ["dpi_kernel"]
+
+# Rows of the (len(layout.FLOAT_TERMS), total) parameter tensor, by the terms' names.
+_row = lambda name: tl.constexpr(layout.index(name))  # noqa: E731
+T_I0, T_ALPHA_SOMA, T_ISOMA_DPI_TAU = _row("I0"), _row("alpha_soma"), _row("Isoma_dpi_tau")
+T_ISOMA_TH, T_ISOMA_RESET, T_ISOMA_CONST = _row("Isoma_th"), _row("Isoma_reset"), _row("Isoma_const")
+T_AHP_JUMP, T_INMDA_THR = _row("ahp_jump"), _row("Inmda_thr")
+T_PFB_GAIN, T_PFB_TH, T_PFB_NORM = _row("Isoma_pfb_gain"), _row("Isoma_pfb_th"), _row("Isoma_pfb_norm")
+T_TAU_SOMA, T_TAU_SOMA_I0, T_IG_SOMA = _row("tau_soma"), _row("tau_soma_I0"), _row("Ig_soma")
+T_TAU_AHP, T_TAU_AHP_I0, T_IG_AHP = _row("tau_ahp"), _row("tau_ahp_I0"), _row("Ig_ahp")
+T_ALPHA_X, T_IG_X, T_W0_X = _row("alpha_nmda"), _row("Ig_nmda"), _row("Inmda_w0")  # + synapse type 0..3
+T_TAU_X, T_TAU_X_I0 = _row("tau_nmda"), _row("tau_nmda_I0")
 
 
 @triton.jit
@@ -63,7 +77,7 @@ def dpi_kernel(prm_ptr, refr_ptr, h_ptr, counts_ptr, state_ptr, refr_state_ptr, 
                BLOCK: tl.constexpr):
     """Advance neurons ``[pid * BLOCK, (pid + 1) * BLOCK)`` from step t0 to t1.
 
-    Pointers (all contiguous): ``prm`` (P, total) parameters in ``fused_cuda.PARAM_ROWS`` order (SI);
+    Pointers (all contiguous): ``prm`` (P, total) terms of ``layout.FLOAT_TERMS`` (SI);
     ``refr`` (total,) int32 refractory length in steps; ``h`` (1,) Euler step in s;
     ``counts`` (t1 - t0, 4, N) weighted input counts (any integer or float dtype);
     ``state`` (6, total) currents in A and ``refr_state`` (total,) int32 steps left, read
@@ -81,52 +95,46 @@ def dpi_kernel(prm_ptr, refr_ptr, h_ptr, counts_ptr, state_ptr, refr_state_ptr, 
     bidx = offs // N
     h = tl.load(h_ptr)
     total = total.to(tl.int64)  # (P, total) and (6, total) offsets pass 2**31 at 64M neurons
-    kn = _ld(prm_ptr, 0, total, offs, mask)
-    kp = _ld(prm_ptr, 1, total, offs, mask)
-    Ut = _ld(prm_ptr, 2, total, offs, mask)
-    I0 = _ld(prm_ptr, 3, total, offs, mask)
-    alpha_soma = _ld(prm_ptr, 4, total, offs, mask)
-    alpha_ahp = _ld(prm_ptr, 5, total, offs, mask)
-    Csoma_mem = _ld(prm_ptr, 10, total, offs, mask)
-    Isoma_dpi_tau = _ld(prm_ptr, 11, total, offs, mask)
-    Isoma_th = _ld(prm_ptr, 12, total, offs, mask)
-    Isoma_reset = _ld(prm_ptr, 13, total, offs, mask)
-    Isoma_const = _ld(prm_ptr, 14, total, offs, mask)
-    Csoma_ahp = _ld(prm_ptr, 15, total, offs, mask)
-    Isoma_ahp_tau = _ld(prm_ptr, 16, total, offs, mask)
-    ahp_jump = _ld(prm_ptr, 17, total, offs, mask) * alpha_ahp  # Isoma_ahp_w * alpha_ahp
-    pfb_gain = _ld(prm_ptr, 18, total, offs, mask)
-    pfb_th = _ld(prm_ptr, 19, total, offs, mask)
-    pfb_norm = _ld(prm_ptr, 20, total, offs, mask)
-    Inmda_thr = _ld(prm_ptr, 21, total, offs, mask)
-    k = (kn + kp) / 2  # params.kappa
-    # Loop-invariant halves of the masked terms (two values each; see the module docstring).
-    tau_s_on = Csoma_mem * Ut / (k * Isoma_dpi_tau)
-    tau_s_off = Csoma_mem * Ut / (k * I0)
-    Ig_s_on = alpha_soma * Isoma_dpi_tau
-    tau_a_on = Csoma_ahp * Ut / (k * Isoma_ahp_tau)
-    tau_a_off = Csoma_ahp * Ut / (k * I0)
-    Ig_a_on = alpha_ahp * Isoma_ahp_tau
-    # Synapses nmda, ampa, gaba_a, gaba_b: alpha in rows 6-9, C 22-25, I_tau 26-29, w0 30-33.
-    a0 = _ld(prm_ptr, 6, total, offs, mask)
-    a1 = _ld(prm_ptr, 7, total, offs, mask)
-    a2 = _ld(prm_ptr, 8, total, offs, mask)
-    a3 = _ld(prm_ptr, 9, total, offs, mask)
-    it0 = _ld(prm_ptr, 26, total, offs, mask)
-    it1 = _ld(prm_ptr, 27, total, offs, mask)
-    it2 = _ld(prm_ptr, 28, total, offs, mask)
-    it3 = _ld(prm_ptr, 29, total, offs, mask)
-    c0 = _ld(prm_ptr, 22, total, offs, mask) * Ut
-    c1 = _ld(prm_ptr, 23, total, offs, mask) * Ut
-    c2 = _ld(prm_ptr, 24, total, offs, mask) * Ut
-    c3 = _ld(prm_ptr, 25, total, offs, mask) * Ut
-    g0, g1, g2, g3 = a0 * it0, a1 * it1, a2 * it2, a3 * it3
-    ton0, ton1, ton2, ton3 = c0 / (k * it0), c1 / (k * it1), c2 / (k * it2), c3 / (k * it3)
-    toff0, toff1, toff2, toff3 = c0 / (k * I0), c1 / (k * I0), c2 / (k * I0), c3 / (k * I0)
-    w0 = _ld(prm_ptr, 30, total, offs, mask)
-    w1 = _ld(prm_ptr, 31, total, offs, mask)
-    w2 = _ld(prm_ptr, 32, total, offs, mask)
-    w3 = _ld(prm_ptr, 33, total, offs, mask)
+    # the terms of layout.derive, by name (rows of prm in layout.TERMS order)
+    I0 = _ld(prm_ptr, T_I0, total, offs, mask)
+    alpha_soma = _ld(prm_ptr, T_ALPHA_SOMA, total, offs, mask)
+    Isoma_dpi_tau = _ld(prm_ptr, T_ISOMA_DPI_TAU, total, offs, mask)
+    Isoma_th = _ld(prm_ptr, T_ISOMA_TH, total, offs, mask)
+    Isoma_reset = _ld(prm_ptr, T_ISOMA_RESET, total, offs, mask)
+    Isoma_const = _ld(prm_ptr, T_ISOMA_CONST, total, offs, mask)
+    ahp_jump = _ld(prm_ptr, T_AHP_JUMP, total, offs, mask)  # Isoma_ahp_w * alpha_ahp
+    pfb_gain = _ld(prm_ptr, T_PFB_GAIN, total, offs, mask)
+    pfb_th = _ld(prm_ptr, T_PFB_TH, total, offs, mask)
+    pfb_norm = _ld(prm_ptr, T_PFB_NORM, total, offs, mask)
+    Inmda_thr = _ld(prm_ptr, T_INMDA_THR, total, offs, mask)
+    # the two values of each masked term (see the module docstring)
+    tau_s_on = _ld(prm_ptr, T_TAU_SOMA, total, offs, mask)
+    tau_s_off = _ld(prm_ptr, T_TAU_SOMA_I0, total, offs, mask)
+    Ig_s_on = _ld(prm_ptr, T_IG_SOMA, total, offs, mask)
+    tau_a_on = _ld(prm_ptr, T_TAU_AHP, total, offs, mask)
+    tau_a_off = _ld(prm_ptr, T_TAU_AHP_I0, total, offs, mask)
+    Ig_a_on = _ld(prm_ptr, T_IG_AHP, total, offs, mask)
+    # synapse types nmda, ampa, gaba_a, gaba_b (SYNAPSE_TYPES) at + 0..3
+    a0 = _ld(prm_ptr, T_ALPHA_X, total, offs, mask)
+    a1 = _ld(prm_ptr, T_ALPHA_X + 1, total, offs, mask)
+    a2 = _ld(prm_ptr, T_ALPHA_X + 2, total, offs, mask)
+    a3 = _ld(prm_ptr, T_ALPHA_X + 3, total, offs, mask)
+    g0 = _ld(prm_ptr, T_IG_X, total, offs, mask)
+    g1 = _ld(prm_ptr, T_IG_X + 1, total, offs, mask)
+    g2 = _ld(prm_ptr, T_IG_X + 2, total, offs, mask)
+    g3 = _ld(prm_ptr, T_IG_X + 3, total, offs, mask)
+    ton0 = _ld(prm_ptr, T_TAU_X, total, offs, mask)
+    ton1 = _ld(prm_ptr, T_TAU_X + 1, total, offs, mask)
+    ton2 = _ld(prm_ptr, T_TAU_X + 2, total, offs, mask)
+    ton3 = _ld(prm_ptr, T_TAU_X + 3, total, offs, mask)
+    toff0 = _ld(prm_ptr, T_TAU_X_I0, total, offs, mask)
+    toff1 = _ld(prm_ptr, T_TAU_X_I0 + 1, total, offs, mask)
+    toff2 = _ld(prm_ptr, T_TAU_X_I0 + 2, total, offs, mask)
+    toff3 = _ld(prm_ptr, T_TAU_X_I0 + 3, total, offs, mask)
+    w0 = _ld(prm_ptr, T_W0_X, total, offs, mask)
+    w1 = _ld(prm_ptr, T_W0_X + 1, total, offs, mask)
+    w2 = _ld(prm_ptr, T_W0_X + 2, total, offs, mask)
+    w3 = _ld(prm_ptr, T_W0_X + 3, total, offs, mask)
     refr_len = tl.load(refr_ptr + offs, mask=mask, other=0)
 
     Imem = tl.load(state_ptr + offs, mask=mask, other=1.0)

@@ -1,4 +1,4 @@
-"""The fused CPU engine (fused_cpu) against the reference step function (eager engine).
+"""The fused CPU engine (torch_sim.cpu) against the reference step function (eager engine).
 
 Every regime of dpi-model.md runs through both engines on the same input; the spike
 steps must be identical and the traces equal within rounding (float64: 1e-12 relative,
@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from dynacal import Chip, Experiment, Params, Stimulus, poisson, regular
-from dynacal.backends import fused_cpu
+from dynacal.backends.torch_sim import cpu as fused_cpu, eager
 from dynacal.backends.base import resolve_params
-from dynacal.backends.torch_sim import TorchBackend
+from dynacal.backends.torch_sim import Request, TorchBackend
 from dynacal.errors import ParameterError
 from dynacal.params import STATE_NAMES
 
-from ..conftest import single_neuron_experiment
+from ...conftest import single_neuron_experiment
 
 RTOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 ATOL = 1e-24  # A; far below I0 = 1 pA, only for traces that sit at exactly 0
@@ -56,11 +56,10 @@ def run_engines(experiment, params=None, *, dtype=torch.float64, names=STATE_NAM
     n = experiment.network.n_neurons
     b = p.shape[0]
     idx = np.arange(n) if idx is None else np.asarray(idx, dtype=np.int64)
-    eager = TorchBackend(engine="eager", dtype=dtype, substeps=substeps)._run_eager(
-        experiment, p, b, n, tuple(names), idx, every, None, None, keep_raster=False)
-    fused = fused_cpu.simulate(experiment, p.expand(b, n), tuple(names), idx, every, substeps=substeps,
-                               chunk_steps=chunk_steps)
-    return fused, eager
+    request = Request(tuple(names), idx, every, substeps, chunk_steps)
+    eager_out = eager.simulate(experiment, p, request)
+    fused = fused_cpu.simulate(experiment, p.expand(b, n), request)
+    return fused, eager_out
 
 
 def assert_agree(fused, eager, dtype=torch.float64):
@@ -243,7 +242,7 @@ def test_float32(n_sets, substeps):
 
 def test_peak_and_instability_flag_propagate_nan_like_the_reference():
     """A NaN state flags the lane and makes its peak NaN for good (torch.maximum)."""
-    from dynacal.backends import fused_cpu_kernels as K
+    from dynacal.backends.torch_sim import cpu_kernels as K
     lane = K.BLK - 1
     w = np.zeros(K.N_ROWS * K.BLK)
     w[np.arange(6) * K.BLK + lane] = 1e-12
@@ -270,12 +269,12 @@ def test_float32_refractory_too_long_to_count():
     exp = Experiment(_network(1), Stimulus(0), 1e-9, 1)
     p = Params.from_values(soma_refP="20 ms", dtype=torch.float32)
     with pytest.raises(ParameterError, match="soma_refP"):
-        fused_cpu.simulate(exp, p.expand(1, 1), (), np.zeros(0, np.int64), 1)
+        fused_cpu.simulate(exp, p.expand(1, 1), Request())
 
 
 def test_repeated_runs_follow_in_place_edits_of_params():
-    """Runs reuse what they derived from an unchanged Params object (torch_sim._prepare,
-    fused_cpu._pack); an in-place edit must be seen, as a fresh object would be."""
+    """Runs reuse what they derived from an unchanged Params object (torch_sim.backend._prepare,
+    cpu._pack); an in-place edit must be seen, as a fresh object would be."""
     exp = single_neuron_experiment(n_steps=300)
     backend = TorchBackend(engine="fused")
     p = Params.from_values(Isoma_th="2 nA")

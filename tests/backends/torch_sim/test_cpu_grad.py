@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from dynacal import Experiment, Params, Stimulus, poisson
-from dynacal.backends import fused_cpu_grad, fused_cpu_grad_kernels
+from dynacal.backends.torch_sim import cpu_grad as fused_cpu_grad, cpu_grad_kernels as fused_cpu_grad_kernels
 from dynacal.backends.torch_sim import TorchBackend
 from dynacal.errors import ParameterError
-from dynacal.params import per_core
+from dynacal.params import PARAMETERS, per_core
 
-from ..conftest import single_neuron_experiment
-from .test_fused_cpu import _dc, _network
+from ...conftest import single_neuron_experiment
+from .test_cpu import _dc, _network
 
 #: every parameter that enters the step (all but soma_refP, whose steps are whole)
 DIFFERENTIABLE = ("kn", "kp", "Ut", "I0", "alpha_soma", "alpha_ahp", "alpha_nmda", "alpha_ampa", "alpha_gaba_a",
@@ -125,7 +125,7 @@ def test_engine_choice_for_gradients(caplog):
 
 
 def test_kernel_pins_are_current():
-    """The gradient kernels compile in fused_cpu_kernels and vector_math; numba's disk cache
+    """The gradient kernels compile in cpu_kernels (with layout and vector_math); numba's disk cache
     only sees this file, so an edit there has to update ``_PINNED`` (until then the kernels
     are compiled afresh in every process, which is safe but slow)."""
     for name, sha in fused_cpu_grad_kernels._PINNED.items():
@@ -133,16 +133,34 @@ def test_kernel_pins_are_current():
     assert fused_cpu_grad_kernels._CACHE
 
 
-def test_derived_rows_are_the_kernels_values():
-    """The torch parameter rows equal what init_workspace writes, bit for bit."""
-    from dynacal.backends import fused_cpu, fused_cpu_kernels as K
+def test_the_workspace_holds_every_term_at_its_row():
+    """init_workspace puts term ``name`` of layout.derive at row ``P0 + layout.index(name)``, bit for bit."""
+    from dynacal.backends.torch_sim import cpu as fused_cpu, cpu_kernels as K, layout
     rng = np.random.default_rng(0)
     p = Params.from_values({name: spec.default * rng.uniform(0.5, 2.0, 5) for name, spec in
-                            __import__("dynacal").params.PARAMETERS.items() if name != "soma_refP"}).expand(1, 5)
+                            __import__("dynacal").params.PARAMETERS.items()}).expand(1, 5)
     lay = fused_cpu._Layout(1, 5)
-    ws = fused_cpu._workspace(lay, p, np.float64, 1e-4)
+    ws = fused_cpu._workspace(lay, fused_cpu._pack(p, np.float64, 1e-4), np.float64, 1e-4)
+    terms = layout.derive(p, 1e-4)
+    assert list(terms) == list(layout.TERMS) and K.N_ROWS == K.P0 + len(terms)
+    for name, value in terms.items():
+        row = K.P0 + layout.index(name)
+        np.testing.assert_array_equal(ws[0, row * K.BLK:row * K.BLK + 5], value.reshape(-1).double().numpy(),
+                                      err_msg=name)
     for row, value in fused_cpu_grad.derived_rows(p).items():
         np.testing.assert_array_equal(ws[0, row * K.BLK:row * K.BLK + 5], value.reshape(-1).numpy(), err_msg=str(row))
+
+
+def test_every_parameter_but_the_refractory_period_moves_a_term():
+    """A parameter the step reads must reach the engines through layout.derive (soma_refP
+    through refractory_steps, whole steps without a gradient)."""
+    from dynacal.backends.torch_sim import layout
+    p = Params.from_values()
+    for name in PARAMETERS:
+        if name == "soma_refP":
+            continue
+        moved = fused_cpu_grad._row_tangents(p, name)
+        assert moved, f"{name} enters no term of layout.derive"
 
 
 @pytest.mark.slow

@@ -20,8 +20,8 @@ import weakref
 import numpy as np
 import torch
 
-from ..params import Params, kappa
-from ..units import format_quantity
+from ...params import Params, kappa
+from ...units import format_quantity
 
 __all__ = ["leak_time_constants", "check_static", "static_messages", "report_dynamic", "dynamic_message",
            "warn_once"]

@@ -9,7 +9,7 @@ from decimal import Decimal, localcontext
 import numpy as np
 import pytest
 
-from dynacal.backends import fused_cpu_kernels, vector_math
+from dynacal.backends.torch_sim import cpu_kernels as fused_cpu_kernels, vector_math
 
 
 def _ulps(got, exact, dtype):
@@ -50,9 +50,11 @@ def test_exp_special_values(dtype):
 
 
 def test_kernels_pin_the_current_vector_math():
-    """numba's disk cache only sees fused_cpu_kernels.py: after an edit of vector_math.py,
-    update ``_VECTOR_MATH_SHA256`` there (the kernels are not cached until then)."""
-    assert fused_cpu_kernels._VECTOR_MATH_SHA256 == vector_math.source_sha256()
+    """numba's disk cache only sees cpu_kernels.py: after an edit of vector_math.py or
+    layout.py, update ``_PINNED`` there (the kernels are not cached until then)."""
+    assert fused_cpu_kernels._PINNED["vector_math.py"] == vector_math.source_sha256()
+    for name, sha in fused_cpu_kernels._PINNED.items():
+        assert fused_cpu_kernels.source_sha256(name) == sha, name
     assert fused_cpu_kernels._CACHE
 
 

@@ -10,10 +10,10 @@ Design. Neurons of a feed-forward network are independent, so the Jacobian of th
 of lane ``L = b * N + n`` with respect to per-lane parameters is block-diagonal: lane L
 depends only on its own parameter values. For K parameters, forward mode carries K
 tangents per state and lane (the tangent-linear model of :func:`dpi.dpi_step`, written
-as partial derivatives of the step in ``fused_cpu_grad_kernels``), with no tape. The loss
+as partial derivatives of the step in ``cpu_grad_kernels``), with no tape. The loss
 is only known after the forward pass, so
 
-1. ``forward``: the plain fused forward (``fused_cpu.simulate``), nothing stored beyond
+1. ``forward``: the plain fused forward (``cpu.simulate``), nothing stored beyond
    its outputs (spike events become the dense raster);
 2. ``backward(dL/draster, dL/dtraces)``: one fused pass re-runs the primal with the
    forward's own passes (same spikes, bit for bit) and the K tangents, and contracts them
@@ -21,7 +21,7 @@ is only known after the forward pass, so
    gradients plus ``7 K + ~20`` rows per lane; no (T, K) tangent history.
 
 The parameter-only terms of the workspace (``tau = C Ut / (kappa I_tau)``, ``alpha I_tau``,
-...) are computed in torch from the table's names (:func:`derived_rows`); their tangents
+...) are those of :func:`.layout.derive`, in torch (:func:`derived_rows`); their tangents
 for each direction come from ``torch.func.jvp`` of that function, so a direction touches
 only the rows its parameter enters (a few of 38), and the kernel adds ``partial * dq``
 for those only. Spikes: with ``surrogate="none"`` they are constants (the exact
@@ -43,13 +43,14 @@ import numba
 import numpy as np
 import torch
 
-from ..experiment import Experiment
-from ..params import INITIAL_STATE, PARAMETERS, STATE_NAMES, SYNAPSE_TYPES, Params, kappa
-from . import fused_cpu
-from . import fused_cpu_grad_kernels as G
-from . import fused_cpu_kernels as K
+from ...experiment import Experiment
+from ...params import INITIAL_STATE, PARAMETERS, STATE_NAMES, Params
+from . import cpu, layout
+from . import cpu_grad_kernels as G
+from . import cpu_kernels as K
 from .dpi import SURROGATES
-from .fused_cpu_events import chunk_events
+from .cpu_events import chunk_events
+from .engine import EngineResult, Request
 
 __all__ = ["derived_rows", "supports", "simulate", "SURROGATE_KINDS"]
 
@@ -57,31 +58,13 @@ __all__ = ["derived_rows", "supports", "simulate", "SURROGATE_KINDS"]
 SURROGATE_KINDS = {"none": 0, "fast_sigmoid": 1, "straight_through": 2}
 #: Parameters without a gradient: whole refractory steps (``dpi.refractory_steps`` detaches).
 NO_GRADIENT = ("soma_refP",)
-_SYN = {"nmda": ("Inmda_tau", "alpha_nmda", "Cnmda", "Inmda_w0"), "ampa": ("Iampa_tau", "alpha_ampa", "Campa", "Iampa_w0"),
-        "gaba_a": ("Igaba_a_tau", "alpha_gaba_a", "Cgaba_a", "Igaba_a_w0"),
-        "gaba_b": ("Igaba_b_tau", "alpha_gaba_b", "Cgaba_b", "Igaba_b_w0")}
-
-
 def derived_rows(p: Params) -> dict[int, torch.Tensor]:
-    """The workspace's parameter rows (``fused_cpu_kernels`` row -> tensor), by name.
+    """The workspace's term rows (``cpu_kernels`` row -> tensor): ``layout.derive`` by row.
 
-    The same operations in the same order as ``fused_cpu_kernels.init_workspace`` and
-    ``dpi.derivatives`` (``C * Ut / (kappa * I)``, ``alpha * I_tau``): torch's elementwise
-    float arithmetic is IEEE, so the values are those the kernels compute.
+    ``refractory_steps`` (whole steps, no gradient) is left out; the kernels' values are
+    these (``cpu._pack`` packs the same terms).
     """
-    k, i0 = kappa(p), p.I0
-    rows = {K.I0: i0, K.THR: p.Inmda_thr, K.ICONST: p.Isoma_const, K.STAU: p.Isoma_dpi_tau,
-            K.SIG: p.alpha_soma * p.Isoma_dpi_tau, K.ASOMA: p.alpha_soma, K.PGAIN: p.Isoma_pfb_gain,
-            K.PTH: p.Isoma_pfb_th, K.PNORM: p.Isoma_pfb_norm,
-            K.TAUS1: p.Csoma_mem * p.Ut / (k * p.Isoma_dpi_tau), K.TAUS0: p.Csoma_mem * p.Ut / (k * i0),
-            K.AIG: p.alpha_ahp * p.Isoma_ahp_tau, K.TAUA1: p.Csoma_ahp * p.Ut / (k * p.Isoma_ahp_tau),
-            K.TAUA0: p.Csoma_ahp * p.Ut / (k * i0), K.TWOI0: 2 * i0,
-            K.ITH: p.Isoma_th, K.IRESET: p.Isoma_reset, K.AHPJ: p.Isoma_ahp_w * p.alpha_ahp}
-    for x, syn in enumerate(SYNAPSE_TYPES):
-        tau, alpha, cap, w0 = (getattr(p, name) for name in _SYN[syn])
-        rows.update({K.XIG + x: alpha * tau, K.XTAU1 + x: cap * p.Ut / (k * tau),
-                     K.XTAU0 + x: cap * p.Ut / (k * i0), K.XW0 + x: w0, K.XALPHA + x: alpha})
-    return rows
+    return {K.P0 + layout.index(name): t for name, t in layout.derive(p).items()}
 
 
 def supports(experiment: Experiment) -> bool:
@@ -89,28 +72,30 @@ def supports(experiment: Experiment) -> bool:
     return experiment.network.recurrent.pre.size == 0
 
 
-def simulate(experiment: Experiment, p: Params, b: int, n: int, names, idx, every: int, *,
-             surrogate: str = "fast_sigmoid", substeps: int = 1, chunk_steps: int = 1000):
-    """Run ``experiment`` fused, with outputs that carry gradients to ``p``.
+def simulate(experiment: Experiment, p: Params, request: Request, terms: dict | None = None) -> EngineResult:
+    """Run ``experiment`` fused, with outputs that carry gradients to ``p`` (contract: :mod:`.engine`).
 
     Args:
         experiment: a feed-forward experiment (:func:`supports`).
-        p: parameters broadcastable to (b, n); those that require grad get gradients.
-        b, n: parameter sets and neurons; names, idx, every: as ``fused_cpu.simulate``.
-        surrogate: ``dpi.SURROGATES`` name or ``"none"``.
-        substeps, chunk_steps: as ``fused_cpu.simulate``.
+        p: parameters (B|1, N|1); those that require grad get gradients.
+        request: as for :func:`.cpu.simulate`, with ``surrogate`` a ``dpi.SURROGATES`` name
+            or ``"none"``.
+        terms: unused: the terms and their tangents are derived here from ``p``, whose
+            graph they need.
 
     Returns:
-        ``fused_cpu.simulate``'s tuple with the last entry the raster (T, B, N), 0./1.
-        floats; raster and traces are differentiable.
+        :class:`EngineResult` with the raster (T, B, N), 0./1. floats; raster and traces
+        are differentiable.
     """
+    n = experiment.network.n_neurons
+    b = request.batch or p.shape[0]
     grad_names = tuple(name for name in PARAMETERS if getattr(p, name).requires_grad and name not in NO_GRADIENT)
     expanded = p.expand(b, n)
     run = _Run(experiment, Params(**{f: getattr(expanded, f).detach() for f in PARAMETERS}), grad_names,
-               tuple(names), np.asarray(idx, dtype=np.int64), every, surrogate, substeps, chunk_steps)
+               request._replace(surrogate=request.surrogate or "none"))
     raster, *traces = _FusedGrad.apply(run, *(getattr(expanded, name) for name in grad_names))
-    sb, sn, ss, _, unstable, peak, _ = run.out
-    return sb, sn, ss, dict(zip(run.names, traces)), unstable, peak, raster
+    out = run.out
+    return out._replace(traces=dict(zip(out.traces, traces)), raster=raster)
 
 
 class _FusedGrad(torch.autograd.Function):
@@ -131,38 +116,35 @@ class _Run:
     experiment: Experiment
     p: Params            # detached, every tensor (B, N)
     grad_names: tuple
-    names: tuple
-    idx: np.ndarray
-    every: int
-    surrogate: str
-    substeps: int
-    chunk_steps: int
-    out: tuple = ()
+    request: Request
+    out: EngineResult | None = None
 
     def forward(self) -> tuple[torch.Tensor, ...]:
-        out = self.out = fused_cpu.simulate(self.experiment, self.p, self.names, self.idx, self.every,
-                                            substeps=self.substeps, chunk_steps=self.chunk_steps)
+        out = self.out = cpu.simulate(self.experiment, self.p, self.request)
         b, n = self.p.I0.shape
         raster = torch.zeros((int(self.experiment.n_steps), b, n), dtype=self.p.dtype)
-        raster[torch.from_numpy(out[2]), torch.from_numpy(out[0]), torch.from_numpy(out[1])] = 1.0
-        return (raster, *(out[3][name] for name in self.names))
+        raster[torch.from_numpy(out.spike_step), torch.from_numpy(out.spike_batch),
+               torch.from_numpy(out.spike_neuron)] = 1.0
+        return (raster, *(out.traces[name] for name in self.request.names))
 
     def gradients(self, g_raster: torch.Tensor, g_traces) -> list[torch.Tensor]:
         """dL/dtheta (B, N) of each name in ``grad_names``, from dL/d(outputs)."""
-        dtype = fused_cpu._NP_DTYPE[self.p.dtype]
+        dtype = cpu._NP_DTYPE[self.p.dtype]
+        req = self.request
+        names, idx = tuple(req.names), np.asarray(req.idx, dtype=np.int64)
         b, n = self.p.I0.shape
-        lay = fused_cpu._Layout(b, n)
+        lay = cpu._Layout(b, n)
         ws, lists, n_dir = _workspace(lay, self.p, self.grad_names, dtype, self.experiment.dt)
         flat = lambda t: t.detach().to(self.p.dtype).contiguous().numpy()  # noqa: E731
         graster = flat(g_raster).reshape(int(self.experiment.n_steps), b * n)
-        if self.names:
+        if names:
             gtraces = np.stack([flat(g) for g in g_traces])
         else:
             gtraces = np.zeros((0, 1, 1, 1), dtype=dtype)
-        record = (*fused_cpu._trace_map(lay, self.idx if self.names else self.idx[:0]),
-                  np.array([STATE_NAMES.index(x) for x in self.names], dtype=np.int64))
-        kind, scale = SURROGATE_KINDS[self.surrogate], SURROGATES.get(self.surrogate, (None, 0.0))[1]
-        _run_chunks(self.experiment, lay, ws, dtype, self.every, self.substeps, self.chunk_steps, record,
+        record = (*cpu._trace_map(lay, idx if names else idx[:0]),
+                  np.array([STATE_NAMES.index(x) for x in names], dtype=np.int64))
+        kind, scale = SURROGATE_KINDS[req.surrogate], SURROGATES.get(req.surrogate, (None, 0.0))[1]
+        _run_chunks(self.experiment, lay, ws, dtype, req.every, req.substeps, req.chunk_steps, record,
                     gtraces, graster, n_dir, lists, kind, scale)
         rows = ws.reshape(lay.n_blocks, -1, K.BLK)
         blk, slot = lay.locate(np.arange(b * n, dtype=np.int64))
@@ -178,7 +160,7 @@ def _workspace(lay, p: Params, grad_names, dtype, dt: float):
     n_dq = sum(len(t) for t in tangents)
     ws = np.zeros((lay.n_blocks, (G.TS + 7 * n_dir + n_dq) * K.BLK), dtype=dtype)
     init = np.array([INITIAL_STATE[x] for x in STATE_NAMES[:6]], dtype=dtype)
-    K.init_workspace(ws, fused_cpu._pack(p, dtype), lay.lane0, lay.nvalid, init, float(dt))
+    K.init_workspace(ws, cpu._pack(p, dtype, dt), lay.lane0, lay.nvalid, init)
     rows = ws.reshape(lay.n_blocks, -1, K.BLK)
     blk, slot = lay.locate(np.arange(p.I0.numel(), dtype=np.int64))
     stages = ([], []), ([], [])  # (early sub-steps, last sub-step + post) x (ptr lengths, entries)
@@ -213,12 +195,12 @@ def _row_tangents(p: Params, name: str) -> dict[int, torch.Tensor]:
 def _run_chunks(experiment, lay, ws, dtype, every, substeps, chunk, record, gtraces, graster, n_dir, lists,
                 kind, scale):
     stim, T = experiment.stimulus, int(experiment.n_steps)
-    conns, like = fused_cpu._input_csr(experiment), np.zeros(0, dtype=dtype)
+    conns, like = cpu._input_csr(experiment), np.zeros(0, dtype=dtype)
     h, scale = dtype(experiment.dt / substeps), dtype(scale)
     chunk = max(1, int(chunk))
-    parallel = lay.n_blocks > 1 and lay.b * lay.n * T * substeps * max(n_dir, 1) >= fused_cpu._PARALLEL_WORK
+    parallel = lay.n_blocks > 1 and lay.b * lay.n * T * substeps * max(n_dir, 1) >= cpu._PARALLEL_WORK
     kernel = G.run_grad if parallel else G.run_grad_serial
-    previous = numba.set_parallel_chunksize(1)  # as fused_cpu: a busy core does not hold the other up
+    previous = numba.set_parallel_chunksize(1)  # as cpu: a busy core does not hold the other up
     try:
         for t0 in range(0, T, chunk):
             n_t = min(chunk, T - t0)

@@ -26,38 +26,20 @@ Each pass is a branch-free loop over the lanes of a block, as in ``fused_cpu_ker
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from pathlib import Path
-
 import numpy as np
 from numba import njit, prange
 
-from . import fused_cpu_kernels as K
-from . import vector_math
+from . import cpu_kernels as K
 from .vector_math import exp, typed
 
 __all__ = ["P_MEM", "P_AHP", "P_X", "CM", "CTH", "SP", "JW0", "JA", "ACC_MEM", "ACC_AHP", "ACC_X", "ACC_DS", "ACC2_MEM", "ACC2_AHP", "ACC2_X",
            "TS", "EULER_INPUTS", "POST_INPUTS", "run_grad", "run_grad_serial"]
 
-log = logging.getLogger(__name__)
-
 # numba's disk cache notices changes of this file only, and these kernels compile in the
-# primal passes of fused_cpu_kernels and the math of vector_math: both are pinned by hash.
-_PINNED = {"fused_cpu_kernels.py": "b0252dbfbaaab8559e94ecda2fcb79e8d56a4b48db755314fd4bd01b41f653f9",
-           "vector_math.py": K._VECTOR_MATH_SHA256}
-
-
-def source_sha256(name: str) -> str:
-    """SHA-256 of a file of this package (``name`` as in ``_PINNED``)."""
-    return hashlib.sha256((Path(__file__).parent / name).read_bytes()).hexdigest()
-
-
-_CACHE = all(source_sha256(name) == sha for name, sha in _PINNED.items())
-if not _CACHE:
-    log.info("fused_cpu_grad_kernels: a file it compiles in changed since it was pinned; its kernels are "
-             "compiled afresh in every process (update _PINNED: %s).",
-             {name: source_sha256(name) for name in _PINNED})
+# primal passes of cpu_kernels (with what it pins): all are pinned by hash.
+_PINNED = {"cpu_kernels.py": "0b58c39a845472d09ea88917d95823a68da2512b9a69d8d7a49a84f9dc224166", **K._PINNED}
+source_sha256 = K.source_sha256
+_CACHE = K.pins_hold(_PINNED, "cpu_grad_kernels")
 
 BLK = K.BLK
 # --- rows after the primal ones --------------------------------------------------------
