@@ -3,13 +3,19 @@
 The core never imports this package.
 """
 
+from .calibrate import CalibrationOptions, calibrate
 from .cache import cache_key, find_cached, latest_for_serial, store
+from .estimates import Estimate, first_estimates, start_values
+from .gradient import GradientFit, fit_gradient
 from .noise import NoiseFloor, Spread, robust_loss
 from .objective import DEFAULT_WEIGHTS, Objective, Score
 from .result import CalibrationResult
 from .space import Parameter, SearchSpace
+from .spike_time import SpikeTimeObjective, isi_rate, isi_rate_loss
 from .target import Target
 
-__all__: list[str] = ["Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS",
+__all__: list[str] = ["calibrate", "CalibrationOptions", "Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS",
                       "CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store",
-                      "Target", "NoiseFloor", "Spread", "robust_loss"]
+                      "Target", "NoiseFloor", "Spread", "robust_loss",
+                      "Estimate", "first_estimates", "start_values", "GradientFit", "fit_gradient",
+                      "SpikeTimeObjective", "isi_rate", "isi_rate_loss"]
