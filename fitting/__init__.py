@@ -3,6 +3,7 @@
 The core never imports this package.
 """
 
+from .calibrate import CalibrationOptions, calibrate
 from .cache import cache_key, find_cached, latest_for_serial, store
 from .codes import CodeTable, check_codes, measure_codes
 from .identify import Combination, Identifiability, identifiability, identifiable_space
@@ -15,7 +16,7 @@ from .space import Parameter, SearchSpace
 from .spike_time import SpikeTimeObjective, isi_rate, isi_rate_loss
 from .target import Target
 
-__all__: list[str] = ["Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS",
+__all__: list[str] = ["calibrate", "CalibrationOptions", "Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS",
                       "CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store",
                       "Target", "NoiseFloor", "Spread", "robust_loss",
                       "Combination", "Identifiability", "identifiability", "identifiable_space",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dynacal import __version__
-from dynacal._files import atomic_write
+from dynacal.files import atomic_write
 from dynacal.errors import DynacalError
 from dynacal.layers import ChipLayers
 from dynacal.params import PARAMETERS

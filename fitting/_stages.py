@@ -170,8 +170,9 @@ def _repeat_sets(target, recordings):
 
 
 def _windowed(p: Parameter, centre: float, window: float | None) -> Parameter:
+    """``p`` with the current value as its default (the first trial), within x/``window`` of it."""
     if window is None:
-        return p
+        return dataclasses.replace(p, default=float(np.clip(centre, p.low, p.high)))
     lo, hi = max(p.low, centre / window), min(p.high, centre * window)
     if lo >= hi:
         return p
@@ -218,28 +219,40 @@ def stage_plan(space: SearchSpace, protocols) -> list[tuple[str, list[str], list
     return plan
 
 
-def _starts(run: Run, names: list[str]) -> list[dict]:
+def apply_estimates(run: Run) -> dict[str, float]:
+    """Start the run at the closed-form first estimates (``fitting.estimates``) where the target
+    gives them: every stage then starts from them, which matters because the stages depend on
+    each other (the f-I curve on the refractory period fitted after it)."""
     try:
         from .estimates import first_estimates, start_values  # noqa: PLC0415
     except ImportError:
-        return []
+        return {}
     try:
         values = start_values(first_estimates(run.recordings), run.core)
     except Exception as exc:  # noqa: BLE001 - an estimate is a hint; the search goes on without it
         log.info("no first estimates: %s", exc)
-        return []
-    start = {n: float(np.clip(values[n], run.space.core[n].low, run.space.core[n].high))
-             for n in names if n in values and np.isfinite(values[n]) and values[n] > 0}
-    return [start] if start else []
+        return {}
+    used = {n: float(np.clip(v, run.space.core[n].low, run.space.core[n].high)) for n, v in values.items()
+            if n in run.space.core and np.isfinite(v) and v > 0}
+    run.core.update(used)
+    run.history.append({"stage": "estimates", "values": used})
+    return used
+
+
+def _table_start(run: Run, names: list[str]) -> list[dict]:
+    """The space's defaults as a second start where the estimates moved the first."""
+    start = {n: run.space.core[n].default for n in names}
+    return [start] if any(run.core[n] != v for n, v in start.items()) else []
 
 
 def hybrid_stages(run: Run) -> None:
     """Core values in the lab order, per-neuron factors, joint refinement (``calibrate`` docstring)."""
+    apply_estimates(run)
     plan = stage_plan(run.space, run.recordings)
     total = sum(len(names) for _, names, _ in plan) or 1
     for i, (stage, names, protocols) in enumerate(plan):
         if names or (i == len(plan) - 1 and run.space.scales):
-            run.core_stage(f"core-{stage}", names, protocols, starts=_starts(run, names),
+            run.core_stage(f"core-{stage}", names, protocols, starts=_table_start(run, names),
                            with_scales=i == 0 or stage == "rest", share=SHARE["core"] * max(len(names), 1) / total)
     run.neuron_stage("neurons")
     if run.space.core:
@@ -250,6 +263,7 @@ def hybrid_stages(run: Run) -> None:
 
 def optuna_stages(run: Run) -> None:
     """One Optuna stage over every core value, then the per-neuron search."""
-    run.core_stage("core", list(run.space.core), list(run.recordings), starts=_starts(run, list(run.space.core)),
+    apply_estimates(run)
+    run.core_stage("core", list(run.space.core), list(run.recordings), starts=_table_start(run, list(run.space.core)),
                    share=SHARE["core"] + SHARE["joint-core"])
     run.neuron_stage("neurons", SHARE["neuron"] + SHARE["joint-neuron"])

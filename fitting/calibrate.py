@@ -213,15 +213,21 @@ def _check_budget(objective: Objective, space: SearchSpace, options: Calibration
 
 
 def _gradient(run: Run) -> dict:
+    """``fitting.gradient.fit_gradient`` (helper "grad") from the first estimates, in the budget left."""
     try:
         from .gradient import fit_gradient  # noqa: PLC0415
     except ImportError as exc:
         raise ParameterError("fitter = 'gradient' needs dynacal.fitting.gradient (fit_gradient), which this "
-                             "install does not have yet; use fitter='hybrid' or 'optuna'.") from exc
-    start = dict(run.space.defaults()["core"])
-    fit = fit_gradient(run.objective, run.space, start, steps=run.options.n_trials or 100, lr=0.05)
-    core = {k: float(np.asarray(torch.as_tensor(v).detach()).reshape(-1)[0]) for k, v in fit.core.items()}
-    factors = {k: np.asarray(torch.as_tensor(v).detach()).reshape(-1) for k, v in (fit.factors or {}).items()}
-    scales = {k: float(np.asarray(torch.as_tensor(v).detach()).reshape(-1)[0]) for k, v in (fit.scales or {}).items()}
-    run.history.append({"stage": "gradient", "steps": len(fit.history)})
-    return run.score_winner(core, factors, scales)
+                             "install does not have; use fitter='hybrid' or 'optuna'.") from exc
+    from ._stages import apply_estimates  # noqa: PLC0415
+
+    apply_estimates(run)
+    left = max(run.deadline - time.monotonic(), 1e-3) * 0.9  # the rest: the result
+    fit = fit_gradient(run.objective, run.space, dict(run.core), steps=run.options.n_trials or 200, lr=0.05,
+                       budget_s=left, progress=run.options.progress)
+    core = {k: float(v) for k, v in fit.core.items()}
+    factors = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in (fit.factors or {}).items()}
+    scales = {k: float(v) for k, v in (fit.scales or {}).items()}
+    run.history.append({"stage": "gradient", "steps": len(fit.history), "stopped": getattr(fit, "stopped", None),
+                        "best": float(fit.history[-1]["best"]) if fit.history else None})
+    return run.score_winner({**run.core, **core}, {**run.factors, **factors}, {**run.scales, **scales})

@@ -242,13 +242,13 @@ def _warn_twin_tail(backend) -> None:
 
 
 def _checked(values: Mapping, where: str) -> dict[str, float]:
-    from dynacal.params import _to_tensor  # noqa: PLC0415
+    from dynacal.params import to_tensor  # noqa: PLC0415
     out = {}
     for name, v in dict(values).items():
         if name not in PARAMETERS:
             from dynacal.errors import unknown_name  # noqa: PLC0415
             raise unknown_name("parameter", name, PARAMETERS)
-        out[name] = float(_to_tensor(name, v, torch.float64, "cpu").reshape(-1)[0])
+        out[name] = float(to_tensor(name, v, torch.float64, "cpu").reshape(-1)[0])
     return out
 
 

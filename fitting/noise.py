@@ -46,7 +46,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dynacal._files import atomic_write
+from dynacal.files import atomic_write
 from dynacal.errors import ParameterError, RecordingError
 from dynacal.recording import Recording
 

@@ -22,7 +22,8 @@ their weights, ``DEFAULT_WEIGHTS``:
     rate              log rate ratio (+1 Hz), per window          1.0    every protocol
     isi_mean          log ISI-mean ratio                          0.5    every protocol
     isi_cv            ISI CV difference                           0.25   every protocol
-    van_rossum        van Rossum distance (tau 10 ms)             0.25   input-driven runs <= 20000 steps
+    van_rossum        van Rossum distance^2 (tau 10 ms) per       0.25   input-driven runs <= 20000 steps
+                      target spike
     trace             mean square log-current error               1.0    traces in the target
     kernel_tau        log kernel time-constant ratio              1.0    kernels, traces in the target
     kernel_amplitude  relative kernel amplitude error             1.0    kernels, traces in the target
@@ -67,6 +68,7 @@ from dynacal.errors import ParameterError, RecordingError
 from dynacal.losses import PerNeuron
 from dynacal.recording import Recording
 
+from ._masks import apply_masks, target_masks
 from ._target_view import protocol_of, recordings_of
 from .space import SearchSpace
 
@@ -77,7 +79,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WEIGHTS: dict[str, float] = {"rate": 1.0, "isi_mean": 0.5, "isi_cv": 0.25, "van_rossum": 0.25,
                                      "trace": 1.0, "kernel_tau": 1.0, "kernel_amplitude": 1.0}
 UNSTABLE_PENALTY = losses.MISSING
-_VR_TAU, _VR_MAX_STEPS, _FLAT = 10e-3, 20000, 0.05
+_VR_TAU, _VR_MAX_STEPS = 10e-3, 20000
 
 
 class Score(NamedTuple):
@@ -128,7 +130,7 @@ class _Exp:
     windows: list
     record: tuple[str, ...]
     masked: dict[str, np.ndarray]
-    scaled: tuple[str, ...]
+    scaled: dict[str, list]  # condition parameter -> its scale key per condition (None: not scaled)
 
 
 class Objective:
@@ -173,7 +175,8 @@ class Objective:
         if rec.batch != L:
             raise RecordingError(f"target[{name!r}] has {rec.batch} parameter sets for {L} conditions; a target is "
                                  f"one chip: one set per condition.")
-        scaled = tuple(k for k in exp.conditions if k in self.space.scales)
+        scaled = {k: _scale_keys(self.space, rec, k) for k in exp.conditions}
+        scaled = {k: keys for k, keys in scaled.items() if any(x is not None for x in keys)}
         if scaled and set(scaled) != set(exp.conditions):
             raise ParameterError(f"{name}: scales {list(scaled)} given but the experiment also has conditions "
                                  f"{sorted(set(exp.conditions) - set(scaled))}; scale all its conditions or none.")
@@ -181,7 +184,7 @@ class Objective:
                                                     for s in exp.condition_stimuli):
             raise ParameterError(f"{name}: condition scales need the conditions to share one stimulus; this "
                                  f"experiment gives each condition its own: drop its scales from the SearchSpace.")
-        return _Exp(name, rec, proto, _windows(proto, rec), tuple(rec.traces), _target_masks(name, rec, L), scaled)
+        return _Exp(name, rec, proto, _windows(proto, rec), tuple(rec.traces), target_masks(name, rec, L), scaled)
 
     # --- candidates -------------------------------------------------------------------
 
@@ -273,9 +276,12 @@ class Objective:
         if e.scaled:  # B * L candidate sets of an experiment without conditions (module docstring)
             run_exp = dataclasses.replace(exp, conditions={}, condition_stimuli=())
             cand = {k: v.repeat_interleave(L, dim=0) for k, v in values.items()}
-            for k in e.scaled:
+            n = next(iter(values.values())).shape[0] if values else next(iter(scales.values())).shape[0]
+            for k, keys in e.scaled.items():
                 nominal = torch.as_tensor(np.array(exp.conditions[k], dtype=np.float64))
-                cand[k] = (scales[k].reshape(-1, 1) * nominal.reshape(1, -1)).reshape(-1, 1)
+                one = torch.ones(n, dtype=torch.float64)
+                factor = torch.stack([scales[key].reshape(-1).expand(n) if key else one for key in keys], 1)  # (B, L)
+                cand[k] = (factor * nominal.reshape(1, -1)).reshape(-1, 1)
         else:
             run_exp, cand = exp, values
         params = run_exp.network.params(cand)
@@ -287,7 +293,7 @@ class Objective:
     def _score_chunk(self, e: _Exp, values: dict[str, Tensor], scales: dict[str, Tensor]) -> dict[str, PerNeuron]:
         model = self._run(e, values, scales)
         terms = _terms(e, model, self.weights)
-        terms = {k: _apply_masks(v, e.masked) for k, v in terms.items()}
+        terms = {k: apply_masks(v, e.masked) for k, v in terms.items()}
         combined = losses.combine(terms, {k: self.weights[_weight_of(k)] for k in terms})
         if combined.unstable is not None and combined.unstable.any():
             u = torch.as_tensor(combined.unstable & combined.mask[None])
@@ -314,6 +320,18 @@ def _cat(parts: list[PerNeuron]) -> PerNeuron:
                      np.concatenate([p.penalised for p in parts]), unstable)
 
 
+def _scale_keys(space: SearchSpace, rec: Recording, name: str) -> list:
+    """The SearchSpace.scales key of each condition's value of ``name`` (None: not scaled)."""
+    from .space import condition_coarse, scale_key  # noqa: PLC0415
+
+    coarse = condition_coarse(rec, name)
+    keys = []
+    for c in coarse:
+        key = scale_key(name, c)
+        keys.append(key if key in space.scales else name if name in space.scales else None)
+    return keys
+
+
 def _windows(proto, rec: Recording) -> list:
     """The protocol's rate windows in s (module docstring); [None] = the whole run."""
     if hasattr(proto, "segments") and hasattr(proto, "segment") and not proto.separate:
@@ -338,7 +356,11 @@ def _terms(e: _Exp, model: Recording, w: Mapping[str, float]) -> dict[str, PerNe
         out["isi_cv"] = losses.isi_loss(model, t, statistic="cv")
     has_input = t.experiment.stimulus.steps.size > 0 or any(s.steps.size for s in t.experiment.condition_stimuli)
     if w["van_rossum"] > 0 and has_input and t.n_steps <= _VR_MAX_STEPS:
-        out["van_rossum"] = losses.van_rossum_loss(model, t, _VR_TAU)
+        vr = losses.van_rossum_loss(model, t, _VR_TAU)
+        # per target spike (as Victor-Purpura): a long regular train drifting in phase would
+        # otherwise outweigh every other term
+        per_spike = np.asarray(t.spike_counts(), dtype=np.float64).reshape(t.batch, -1).mean(0)
+        out["van_rossum"] = vr._replace(values=vr.values / torch.as_tensor(np.maximum(per_spike, 1.0)))
     for name in e.record:
         if w["trace"] > 0:
             out[f"trace_{name}"] = losses.trace_loss(model, t, name)
@@ -348,7 +370,7 @@ def _terms(e: _Exp, model: Recording, w: Mapping[str, float]) -> dict[str, PerNe
                 if w[f"kernel_{what}"] > 0:
                     out[f"kernel_{what}_{name}"] = losses.kernel_loss(
                         model, t, name, starts, what=what, fit_min=e.protocol.fit_min, fit_span=e.protocol.fit_span)
-    return {k: v for k, v in out.items()}
+    return out
 
 
 _KERNEL_TRACES = {"Inmda": "nmda", "Iampa": "ampa", "Igaba_a": "gaba_a", "Igaba_b": "gaba_b"}
@@ -364,34 +386,3 @@ def _weight_of(key: str) -> str:
         if key.startswith(k):
             return k
     return key
-
-
-def _target_masks(name: str, rec: Recording, L: int) -> dict[str, np.ndarray]:
-    """reason -> target neurons that cannot inform this protocol (module docstring)."""
-    counts = np.asarray(rec.spike_counts(), dtype=np.float64).reshape(L, -1)  # (L, N)
-    out = {}
-    silent = np.flatnonzero(counts.sum(0) == 0)
-    if silent.size:
-        out["target silent in every condition"] = silent
-    if L >= 3:
-        firing = counts > 0
-        top = counts.max(0)
-        flat = np.all(~firing | (counts >= (1 - _FLAT) * top), axis=0) & (firing.sum(0) >= 3)
-        if flat.any():
-            out["target saturated (flat rate at its refractory limit)"] = np.flatnonzero(flat)
-    if rec.unstable is not None:
-        bad = np.flatnonzero(np.asarray(rec.unstable, bool).reshape(L, -1).any(0))
-        if bad.size:
-            out["target Euler-unstable"] = bad
-    return out
-
-
-def _apply_masks(term: PerNeuron, masked: dict[str, np.ndarray]) -> PerNeuron:
-    if not masked:
-        return term
-    mask = term.mask.copy()
-    for idx in masked.values():
-        mask[idx] = False
-    keep = torch.as_tensor(mask, device=term.values.device)
-    values = torch.where(keep[None], term.values, torch.zeros_like(term.values))
-    return term._replace(values=values, mask=mask, reasons={**term.reasons, **masked})

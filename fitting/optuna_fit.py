@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from dynacal._files import atomic_write
+from dynacal.files import atomic_write
 from dynacal.errors import ParameterError
 
 from .space import Parameter, SearchSpace
@@ -76,8 +76,14 @@ def _distribution(p: Parameter):
     return FloatDistribution(p.low, p.high, log=p.log)
 
 
-def _key(p: Parameter) -> str:
-    return f"{'code' if p.grid is not None else p.level}:{p.name}"
+def _key(p: Parameter, key: str | None = None) -> str:
+    """The study's name of a searched value: ``core:<name>``, ``code:<name>`` (an index into
+    the code grid) or ``scale:<key>`` (the SearchSpace.scales key)."""
+    return f"{'code' if p.grid is not None else p.level}:{key or p.name}"
+
+
+def _name(key: str) -> str:
+    return key.split(":", 1)[1]
 
 
 def _encode(p: Parameter, value: float):
@@ -146,7 +152,7 @@ def core_search(objective, params: Mapping[str, Parameter], *, fixed: Mapping[st
     import optuna  # noqa: PLC0415
     from optuna.trial import TrialState  # noqa: PLC0415
 
-    space = {**{_key(p): p for p in params.values()}, **{_key(p): p for p in (scales or {}).values()}}
+    space = {**{_key(p, n): p for n, p in params.items()}, **{_key(p, k): p for k, p in (scales or {}).items()}}
     if not space:
         raise ParameterError("core_search got no parameters to search; give core or scale Parameters.")
     if n_trials is None and deadline is None:
@@ -157,7 +163,7 @@ def core_search(objective, params: Mapping[str, Parameter], *, fixed: Mapping[st
     stale = _stale(study)
     if not study.get_trials(deepcopy=False):
         for start in [{}, *starts]:
-            study.enqueue_trial({k: _encode(p, start.get(p.name, p.default)) for k, p in space.items()})
+            study.enqueue_trial({k: _encode(p, start.get(_name(k), p.default)) for k, p in space.items()})
     dists = {k: _distribution(p) for k, p in space.items()}
     fixed = dict(fixed or {})
     last = 0.0
@@ -181,7 +187,7 @@ def core_search(objective, params: Mapping[str, Parameter], *, fixed: Mapping[st
         sc = {}
         for key, p in space.items():
             values = np.array([_decode(p, t.params[key]) for t in trials])
-            (core if p.level == "core" else sc)[p.name] = values
+            (core if p.level == "core" else sc)[_name(key)] = values
         fac = {n: np.array(np.broadcast_to(np.asarray(f, dtype=np.float64), (k, objective.n_neurons)))
                for n, f in (factors or {}).items()}
         with torch.no_grad():
@@ -202,8 +208,8 @@ def _outcome(study, space: Mapping[str, Parameter]) -> CoreOutcome:
     if not done:
         raise ParameterError(f"study {study.study_name!r} has no complete trial; give a larger budget_s or n_trials.")
     best = min(done, key=lambda t: (t.value, t.number))
-    core = {p.name: _decode(p, best.params[k]) for k, p in space.items() if p.level == "core"}
-    scales = {p.name: _decode(p, best.params[k]) for k, p in space.items() if p.level == "scale"}
+    core = {_name(k): _decode(p, best.params[k]) for k, p in space.items() if p.level == "core"}
+    scales = {_name(k): _decode(p, best.params[k]) for k, p in space.items() if p.level == "scale"}
     trials = [({k: v for k, v in t.params.items()}, float(t.value)) for t in sorted(done, key=lambda t: t.number)]
     return CoreOutcome(core, scales, float(best.value), trials, study)
 
@@ -217,8 +223,8 @@ def trial_values(outcome: CoreOutcome, space: Mapping[str, Parameter], k: int) -
             continue
         seen.add(key)
         byname = {kk: p for kk, p in space.items()}
-        core = {p.name: _decode(p, params[kk]) for kk, p in byname.items() if kk in params and p.level == "core"}
-        scales = {p.name: _decode(p, params[kk]) for kk, p in byname.items() if kk in params and p.level == "scale"}
+        core = {_name(kk): _decode(p, params[kk]) for kk, p in byname.items() if kk in params and p.level == "core"}
+        scales = {_name(kk): _decode(p, params[kk]) for kk, p in byname.items() if kk in params and p.level == "scale"}
         out.append({"core": core, "scales": scales, "loss": value})
         if len(out) == k:
             break

@@ -59,7 +59,7 @@ from dynacal.chip import NEURONS_PER_CORE, Connections, Network
 from dynacal.errors import ParameterError, RecordingError
 from dynacal.layers import ChipLayers
 from dynacal.params import PARAMETERS, Params
-from dynacal._files import atomic_write
+from dynacal.files import atomic_write
 
 __all__ = ["CalibrationResult", "SCHEMA", "SCHEMA_VERSION", "JSON_NAME", "NPZ_NAME"]
 

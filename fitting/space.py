@@ -8,14 +8,18 @@ A :class:`SearchSpace` holds three groups of :class:`Parameter` (names from
 - ``mismatch``: per-neuron factors (log-normal around 1, prior ``sigma`` of the log) of the
   parameters the silicon spreads per neuron (``hardware/twin_chip.py`` ``MISMATCHED``);
 - ``scales``: board targets only: a condition parameter set through a code (the DC of an
-  f-I curve, ``Isoma_const``) is ``scale x nominal`` on the chip.
+  f-I curve, ``Isoma_const``) is ``scale x nominal`` on the chip, one scale per coarse range
+  the conditions' codes used (``"Isoma_const@c3"``: a chip's DAC is off by one factor per
+  coarse range), or one key ``"Isoma_const"`` for all.
 
 The value a candidate simulates is ``core[b] x factor[b, n]`` (``/work/FITTING.md``).
 
 :meth:`SearchSpace.default` picks what a target's protocols constrain (their
 ``sensitive_to`` that a bias of the chip sets: not the capacitances, slope factors, thermal
 voltage or dark current, which reach the data only through ratios with a bias, nor the
-threshold and positive feedback, which no Dynap-SE1 bias sets; ``include=`` adds them) and
+threshold and positive feedback, which no Dynap-SE1 bias sets; ``include=`` adds them; nor a
+synapse gain ``alpha_X`` whose weight ``I_X_w0`` is searched: above I0 they act only through
+their product) and
 bounds each core value to ``default / 10 .. default x 10`` (x/3 for gains, x/5 for the
 refractory period), clipped to the table's plausible range and to what the nominal bias DAC
 can reach. ``code_grid=True`` keeps core values on the values the nominal DAC's (coarse,
@@ -212,6 +216,57 @@ def check_reachable(name: str, value: float) -> None:
                              f"Parameter with bounds inside it).")
 
 
+def scale_key(name: str, coarse: int | None) -> str:
+    """The SearchSpace.scales key of condition parameter ``name`` set with a code of coarse range
+    ``coarse``: ``"Isoma_const@c3"`` (a chip's DAC is off by one factor per coarse range)."""
+    return name if coarse is None else f"{name}@c{int(coarse)}"
+
+
+def condition_coarse(rec, name: str) -> list[int | None]:
+    """The coarse code of ``name``'s bias in each set of a board recording (None elsewhere)."""
+    from dynacal.hardware.biasmap import BIAS_MAP  # noqa: PLC0415
+
+    bias = next((b for b, (kind, param, _) in BIAS_MAP.items() if param == name and kind == "current"), None)
+    sets = ((rec.metadata or {}).get("board") or {}).get("codes")
+    if bias is None or not sets:
+        return [None] * rec.batch
+    out = []
+    for per_set in sets:
+        codes = [v.get(bias) for v in per_set.values() if isinstance(v, Mapping)]
+        out.append(int(codes[0][0]) if codes and codes[0] is not None else None)
+    return out
+
+
+def scale_keys(target: Any, names) -> dict[str, str]:
+    """key -> condition parameter for every (parameter, coarse range) a board target's
+    conditions used; {} for a target without codes."""
+    from ._target_view import recordings_of  # noqa: PLC0415
+
+    out = {}
+    for rec in recordings_of(target).values():
+        for name in names:
+            if name not in rec.experiment.conditions or reachable_range(name) is None:
+                continue
+            for coarse in condition_coarse(rec, name):
+                if coarse is not None:
+                    out[scale_key(name, coarse)] = name
+    return dict(sorted(out.items()))
+
+
+def _synapse_of(name: str) -> str | None:
+    """The synapse type a parameter belongs to (``Iampa_w0`` -> ``"ampa"``), None for the soma's."""
+    for syn in ("gaba_a", "gaba_b", "nmda", "ampa"):
+        if f"{syn}_" in name + "_":
+            return syn
+    return None
+
+
+def _measured(proto, name: str) -> bool:
+    """False for a synapse parameter of a type the protocol does not drive (its ``synapses``)."""
+    syn = _synapse_of(name)
+    return syn is None or syn in getattr(proto, "synapses", (syn,))
+
+
 def core_parameter(name: str, default: float, *, window: float | None = None, code_grid: bool = False) -> Parameter:
     """The default search Parameter of a core value: ``default / w .. default x w`` (``WINDOWS``),
     clipped to the table's plausible range and to what the nominal DAC reaches.
@@ -258,7 +313,7 @@ class SearchSpace:
             for key, p in items.items():
                 if not isinstance(p, Parameter):
                     raise ParameterError(f"SearchSpace.{group}[{key!r}] is a {type(p).__name__}; give a Parameter.")
-                if key != p.name or p.level != level:
+                if (key != p.name and not (level == "scale" and key.startswith(p.name + "@"))) or p.level != level:
                     raise ParameterError(f"SearchSpace.{group}[{key!r}] holds Parameter {p.name!r} of level "
                                          f"{p.level!r}; key it by its name, with level {level!r}.")
                 if level == "core":
@@ -286,7 +341,7 @@ class SearchSpace:
     def to_dict(self) -> dict:
         """JSON-able description (for a result's options and provenance)."""
         def one(p: Parameter) -> dict:
-            return {"low": p.low, "high": p.high, "log": p.log, "default": p.default, "sigma": p.sigma,
+            return {"name": p.name, "low": p.low, "high": p.high, "log": p.log, "default": p.default, "sigma": p.sigma,
                     "grid": p.grid is not None}
         return {"core": {k: one(p) for k, p in self.core.items()},
                 "mismatch": {k: one(p) for k, p in self.mismatch.items()},
@@ -308,20 +363,23 @@ class SearchSpace:
         Raises:
             ParameterError: no recording names a protocol that constrains anything.
         """
-        from ._target_view import board_codes, network_values, protocols_of  # noqa: PLC0415
+        from ._target_view import network_values, protocols_of  # noqa: PLC0415
 
         protocols = protocols_of(target)
         constrained: list[str] = []
         conditions: set[str] = set()
         for proto in protocols.values():
             conditions |= set(proto.conditions())
-            constrained += [n for n in proto.sensitive_to if n not in constrained]
+            constrained += [n for n in proto.sensitive_to if n not in constrained and _measured(proto, n)]
         for n in include:
             if n not in PARAMETERS:
                 raise unknown_name("parameter", n, PARAMETERS)
         names = [n for n in constrained if n not in NOT_BIASES and n not in conditions and n not in exclude
                  and (reachable_range(n) is not None or n in include)]
         names += [n for n in include if n not in names]
+        # above I0 a synapse's gain and base weight act only through their product (the jump
+        # alpha_X * I_X_w0 * w): search the weight, keep the gain (identifiability)
+        names = [n for n in names if not (n.startswith("alpha_") and f"I{n[6:]}_w0" in names and n not in include)]
         if not names:
             raise ParameterError(f"the target's protocols {sorted(protocols)} constrain no bias; a target needs at "
                                  f"least one of fi, refractory, adaptation, kernels, rate_transfer.")
@@ -331,8 +389,6 @@ class SearchSpace:
 
         mismatch = {n: factor_parameter(n, low=factor_low, high=factor_high, sigma=sigma)
                     for n in names if n in MISMATCHED}
-        scales = {}
-        if board_codes(target) is not None:
-            scales = {n: Parameter(n, 0.5, 2.0, log=True, default=1.0, level="scale") for n in sorted(conditions)
-                      if reachable_range(n) is not None}
+        scales = {key: Parameter(n, 0.5, 2.0, log=True, default=1.0, level="scale")
+                  for key, n in scale_keys(target, sorted(conditions)).items()}
         return cls(core, mismatch, scales, code_grid)

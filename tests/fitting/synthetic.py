@@ -60,7 +60,12 @@ def target(dc_scale: float = 1.0, silent: int | None = None, board: bool = False
         else:
             rec = proto.run_experiment(be, exp, net.params(cand))
         rec.unstable = None  # a chip does not say
-        if board:
-            rec.metadata["board"] = {"codes": [{"0,0": {}} for _ in range(rec.batch)]}
+        if board:  # the codes a board would have set for each condition's DC
+            from dynacal.hardware.biasgen import BiasDAC
+
+            dc = np.asarray(exp.conditions["Isoma_const"])
+            code = BiasDAC().code(dc, "IF_DC_P")
+            rec.metadata["board"] = {"codes": [{"0,0": {"IF_DC_P": [int(c), int(f)]}}
+                                               for c, f in zip(code.coarse, code.fine)]}
         out[proto.name] = rec
     return out

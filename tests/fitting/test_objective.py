@@ -91,7 +91,7 @@ def test_condition_scale_of_a_board_target():
     core, fac = _truth_and_default()
     core = {k: v[:1].repeat(2) for k, v in core.items()}
     fac = {k: v[:1].repeat(2, 0) for k, v in fac.items()}
-    red = obj.evaluate(core, fac, {"Isoma_const": [1.3, 1.0]}).reduce()
+    red = obj.evaluate(core, fac, {k: [1.3, 1.0] for k in space.scales}).reduce()
     assert red[0] < 1e-6 < red[1]
 
 

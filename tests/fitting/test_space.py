@@ -37,9 +37,11 @@ def test_default_space_follows_the_protocols():
 
 
 def test_board_target_gets_condition_scales():
-    space = SearchSpace.default(target(board=True))
-    assert set(space.scales) == {"Isoma_const"}
-    assert space.scales["Isoma_const"].default == 1.0
+    t = target(board=True)
+    space = SearchSpace.default(t)
+    coarse = {c["0,0"]["IF_DC_P"][0] for rec in t.values() for c in rec.metadata["board"]["codes"]}
+    assert len(coarse) > 1 and set(space.scales) == {f"Isoma_const@c{c}" for c in coarse}  # one per coarse range
+    assert all(p.name == "Isoma_const" and p.default == 1.0 for p in space.scales.values())
 
 
 def test_values_the_dac_cannot_reach_are_refused():
