@@ -1,0 +1,355 @@
+"""The report of a calibration folder (``dynacal report DIR``): one HTML page and its PNGs.
+
+:func:`write_report` reads what ``dynacal calibrate --out DIR`` wrote (``calibration.json``,
+the target's recordings in ``DIR/target`` or where the manifest says, the Optuna study) and
+writes ``report.html`` with its figures beside it as PNG files linked by relative paths, so
+the folder can be zipped, attached or served as it is:
+
+- ``raster.png``, ``traces.png``: the held-out protocol of the target against the simulator
+  before (the table's nominal values, no mismatch) and after calibration;
+- ``fi.png``: per-neuron f-I curves, target against calibrated simulator (and before);
+- ``mismatch.png``: histograms of the fitted per-neuron factors (the true ones behind, on the twin);
+- ``truth.png``: fitted against true per-neuron values, where the truth is known (a twin
+  target: :class:`dynacal.hardware.twin_chip.TwinChip` of its serial, under its codes);
+- ``identifiability.png``, ``convergence.png``, ``importance.png`` (Optuna's fANOVA
+  importances of each study in the storage).
+
+A figure whose data the folder lacks is left out with the reason in its place. Figure
+drawing is in :mod:`.report_plots`; this module gathers the data and writes the page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from dynacal._files import atomic_write
+from dynacal._outdir import MANIFEST, RunFolder
+from dynacal.plots import save_figure
+from dynacal.recording import Recording
+
+from . import report_plots as rp
+
+__all__ = ["write_report", "find_target", "twin_truth", "PAGE"]
+
+log = logging.getLogger(__name__)
+PAGE = "report.html"
+MAX_PANELS = 16  # neurons drawn one by one (f-I panels)
+TRACED = 3       # neurons whose traces are drawn
+
+
+@dataclasses.dataclass
+class _Data:
+    folder: Path
+    result: Any
+    recordings: dict[str, Recording]     # protocol name -> the target's recording
+    target: Path | None
+
+
+def find_target(folder: Path, result=None) -> Path | None:
+    """The target folder of a calibration: ``folder/target`` (measured on a board), else
+    the ``target`` option in the manifest (``--target DIR``), else the provenance's."""
+    if (folder / "target").is_dir():
+        return folder / "target"
+    candidates = []
+    if (folder / MANIFEST).is_file():
+        candidates.append(json.loads((folder / MANIFEST).read_text()).get("options", {}).get("target"))
+    provenance = getattr(result, "provenance", None) or {}
+    candidates += [provenance.get("target"), provenance.get("target_folder")]
+    for path in candidates:
+        if isinstance(path, str) and Path(path).is_dir():
+            return Path(path)
+    return None
+
+
+def _recordings(target: Path | None) -> dict[str, Recording]:
+    """Protocol name -> recording of the target (the first file per protocol, by name)."""
+    found: dict[str, Recording] = {}
+    for path in sorted(target.glob("*.h5")) if target else ():
+        rec = Recording.load(path)
+        name = (rec.metadata.get("protocol") or {}).get("name") or path.stem
+        found.setdefault(name, rec)
+    return found
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of the calibration in ``folder`` into ``out`` (default ``folder/report``).
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        ParameterError: ``out`` cannot be written or holds another run than an older report.
+    """
+    from .result import CalibrationResult  # noqa: PLC0415
+
+    folder = Path(folder)
+    out = Path(out) if out is not None else folder / "report"
+    old = out / MANIFEST
+    redo = old.is_file() and json.loads(old.read_text()).get("command") == "dynacal report"
+    result = CalibrationResult.load(folder)
+    target = find_target(folder, result)
+    data = _Data(folder, result, _recordings(target), target)
+    with RunFolder(out, "dynacal report", {"folder": str(folder.resolve())}, mode="overwrite" if redo else "new",
+                   option="--out") as run:
+        start = time.perf_counter()
+        sections = [(title, _section(make, data, run)) for title, make in _SECTIONS]
+        page = _page(data, sections, time.perf_counter() - start)
+        run.add(atomic_write(run.path / PAGE, lambda fh: fh.write(page.encode())), part="page")
+        run.finish()
+    return run.path / PAGE
+
+
+def _section(make: Callable, data: _Data, run: RunFolder) -> list[tuple[str, str]]:
+    """Draw one section: [(png name or "", caption or the reason it is missing)]."""
+    items = []
+    for name, fig_or_reason, caption in make(data):
+        if isinstance(fig_or_reason, str):
+            items.append(("", fig_or_reason))
+            continue
+        run.add(save_figure(fig_or_reason, run.path / name), part=name)
+        items.append((name, caption))
+    return items
+
+
+# --- the simulator before and after -----------------------------------------------------
+
+def _simulate(data: _Data, rec: Recording, *, calibrated: bool, **record) -> Recording:
+    from dynacal.backends.registry import get_backend  # noqa: PLC0415
+
+    experiment = rec.require_experiment()
+    if not calibrated:
+        return get_backend("torch").run(experiment, **record)
+    scales = dict(getattr(data.result, "scales", None) or {})
+    conditions = {k: np.asarray(v) * scales.get(k, 1.0) for k, v in experiment.conditions.items()}
+    scaled = dataclasses.replace(experiment, conditions=conditions) if conditions else experiment
+    return get_backend("torch").run(scaled, data.result.params(experiment.network), **record)
+
+
+def _heldout(data: _Data) -> Recording | None:
+    names = list((getattr(data.result, "options", None) or {}).get("heldout") or ["heldout"])
+    return next((data.recordings[n] for n in names if n in data.recordings), None)
+
+
+def _raster_section(data: _Data):
+    rec = _heldout(data)
+    if rec is None:
+        yield "raster.png", f"No held-out recording in the target ({_where(data)}): no raster.", ""
+        return
+    runs = {"target": rec, "before": _simulate(data, rec, calibrated=False),
+            "after": _simulate(data, rec, calibrated=True)}
+    rasters = {k: (r.spike_time[r.spike_batch == 0], r.spike_neuron[r.spike_batch == 0]) for k, r in runs.items()}
+    name = (rec.metadata.get("protocol") or {}).get("name", "held out")
+    yield "raster.png", rp.raster_overlay(rasters, rec.n_neurons, rec.duration, f"{name}: target, before, after"), \
+        f"Spike rasters of the held-out protocol ({name}, set 0): the target, the simulator before calibration " \
+        f"(nominal values, no mismatch) and after."
+    neurons = list(range(min(TRACED, rec.n_neurons)))
+    record = {"record": ["Isoma_mem"], "record_neurons": neurons}
+    sims = {"before": _simulate(data, rec, calibrated=False, **record),
+            "after": _simulate(data, rec, calibrated=True, **record)}
+    traces = {k: np.stack([r.trace("Isoma_mem", neuron=n) for n in neurons], axis=1) for k, r in sims.items()}
+    if "Isoma_mem" in rec.traces and all(n in set(rec.trace_neurons.tolist()) for n in neurons):
+        traces = {"target": np.stack([rec.trace("Isoma_mem", neuron=n) for n in neurons], axis=1), **traces}
+    t = np.arange(next(iter(traces.values())).shape[0]) * sims["after"].trace_every * rec.dt
+    spikes = {k: np.array([r.spike_time[(r.spike_batch == 0) & (r.spike_neuron == n)] for n in neurons] + [None],
+                          dtype=object)[:-1] for k, r in {"target": rec, **sims}.items()}
+    yield "traces.png", rp.trace_overlay(t, traces, spikes, neurons), \
+        "Membrane current of the first neurons before and after calibration (the target's own trace where it has " \
+        "one; a board has none), with each run's spikes as ticks."
+
+
+def _fi_section(data: _Data):
+    rec = data.recordings.get("fi")
+    if rec is None:
+        yield "fi.png", f"No f-I recording in the target ({_where(data)}): no f-I curves.", ""
+        return
+    from dynacal.protocols import get_protocol  # noqa: PLC0415
+
+    protocol = get_protocol(rec)
+    pick = np.unique(np.linspace(0, rec.n_neurons - 1, min(MAX_PANELS, rec.n_neurons)).round().astype(int))
+    curves = {"target": protocol.features(rec)["rate"][0][pick],
+              "before": protocol.features(_simulate(data, rec, calibrated=False))["rate"][0][pick],
+              "after": protocol.features(_simulate(data, rec, calibrated=True))["rate"][0][pick]}
+    yield "fi.png", rp.fi_grid(np.asarray(protocol.levels), curves, pick.tolist()), \
+        f"f-I curves of {pick.size} of {rec.n_neurons} neurons (evenly spaced): target (points), calibrated " \
+        f"simulator and the simulator before calibration."
+
+
+def _factors(result) -> dict[str, np.ndarray]:
+    """Parameter -> fitted factors of the calibrated neurons (M,), in ``result.neurons`` order."""
+    neurons = np.asarray(result.neurons).reshape(-1, 3)
+    out = {}
+    for name, per_core in (result.mismatch or {}).items():
+        per_core = {int(k): np.asarray(v) for k, v in per_core.items()}
+        out[name] = np.array([per_core[c * 4 + k][i] if c * 4 + k in per_core else 1.0 for c, k, i in neurons])
+    return out
+
+
+def _mismatch_section(data: _Data):
+    factors = _factors(data.result)
+    if not factors:
+        yield "mismatch.png", "The calibration fitted no per-neuron mismatch: no histograms.", ""
+        return
+    truth = twin_truth(data)
+    yield "mismatch.png", rp.mismatch_histograms(factors, truth and truth["factors"]), \
+        "Fitted per-neuron mismatch factors" + (" (outline) and the twin's true ones (grey)." if truth else ".")
+
+
+def twin_truth(data: _Data) -> dict[str, dict[str, np.ndarray]] | None:
+    """On a twin target: ``{"factors": {name: (M,)}, "values": {name: (M,)}}``, the true
+    factors and effective values of the calibrated neurons (hot neurons' extra DC aside);
+    None for any other target."""
+    rec = _heldout(data) or next(iter(data.recordings.values()), None)
+    if rec is None or rec.backend != "twin" or "codes" not in (rec.metadata.get("board") or {}):
+        return None
+    from dynacal.hardware.twin_chip import TwinChip  # noqa: PLC0415
+
+    chip = TwinChip(int(rec.metadata["serial"]))
+    codes = np.zeros((chip.n_chips, 4, 25, 2), dtype=np.int64)
+    for key, value in rec.metadata["board"]["codes"][0].items():
+        c, k = (int(x) for x in key.split(","))
+        codes[c, k] = np.asarray(value)
+    neurons = np.asarray(data.result.neurons).reshape(-1, 3)
+    cores = neurons[:, 0] * 4 + neurons[:, 1]
+    layers = chip.layers(codes, np.unique(cores))
+    factors = {n: np.array([layers.mismatch[n][g][i] for g, i in zip(cores, neurons[:, 2])])
+               for n in layers.mismatch}
+    values = {}
+    for name in (getattr(data.result, "per_neuron", None) or {}):
+        core = np.array([layers.core_values[g].get(name, np.nan) for g in cores])
+        values[name] = core * factors.get(name, 1.0)
+    return {"factors": factors, "values": values}
+
+
+def _truth_section(data: _Data):
+    truth = twin_truth(data)
+    if truth is None:
+        yield "truth.png", "The truth is known only on a twin target: no fitted-vs-true scatter.", ""
+        return
+    fitted = {n: np.asarray(v, dtype=float) for n, v in data.result.per_neuron.items()}
+    names = [n for n in fitted if n in truth["values"] and np.all(np.isfinite(truth["values"][n]))
+             and (n in _factors(data.result) or n in _fitted_core(data.result))]
+    yield "truth.png", rp.truth_scatter({n: fitted[n] for n in names}, truth["values"]), \
+        "Fitted against true effective per-neuron values (core value x factor) on the twin, for the fitted " \
+        "parameters; identity dotted."
+
+
+def _fitted_core(result) -> set[str]:
+    return {n for values in (result.core_values or {}).values() for n in values}
+
+
+def _ident_section(data: _Data):
+    ident = getattr(data.result, "identifiability", None) or {}
+    matrix, rows, cols, title = _ident_matrix(ident)
+    if matrix is None:
+        yield "identifiability.png", "The calibration holds no identifiability matrix.", ""
+        return
+    combos = "; ".join(c.get("name", "?") for c in (getattr(data.result, "combinations", None) or []))
+    yield "identifiability.png", rp.matrix_figure(matrix, rows, cols, title), \
+        f"{title}. Identifiable combinations: {combos or 'none reported'}."
+
+
+def _ident_matrix(ident: dict):
+    """(matrix, row labels, column labels, title) from the identifiability entry, or Nones."""
+    params = list(ident.get("parameters") or ident.get("params") or [])
+    for key, title in (("correlation", "Correlation of the parameters' sensitivities"),
+                       ("sensitivity", "Sensitivity of the features to the parameters (median over neurons)"),
+                       ("matrix", "Identifiability matrix")):
+        if key in ident:
+            m = np.asarray(ident[key], dtype=float)
+            m = np.nanmedian(np.abs(m), axis=0) if m.ndim == 3 else m
+            rows = list(ident.get("features") or params) if key != "correlation" else params
+            rows = rows if len(rows) == m.shape[0] else [str(i) for i in range(m.shape[0])]
+            cols = params if len(params) == m.shape[1] else [str(i) for i in range(m.shape[1])]
+            return m, rows, cols, title
+    return None, None, None, None
+
+
+def _convergence_section(data: _Data):
+    history = [h for h in (getattr(data.result, "history", None) or []) if _loss(h) is not None]
+    if history:
+        seconds = [h.get("elapsed_s", h.get("wall_s")) for h in history]
+        yield "convergence.png", rp.convergence_figure([_loss(h) for h in history], [str(h.get("stage", "fit"))
+                                                       for h in history],
+                                                       None if None in seconds else np.asarray(seconds)), \
+            "Loss of every evaluation of the fit, by stage, and the best so far."
+    else:
+        yield "convergence.png", "The calibration holds no history of its fit.", ""
+    yield from _importance(data)
+
+
+def _loss(entry: dict) -> float | None:
+    for key in ("loss", "value", "total", "best"):
+        if isinstance(entry.get(key), (int, float)):
+            return float(entry[key])
+    return None
+
+
+def _importance(data: _Data):
+    import optuna  # noqa: PLC0415
+
+    storage = (getattr(data.result, "options", None) or {}).get("storage")
+    if not storage and (data.folder / "study.db").is_file():
+        storage = f"sqlite:///{(data.folder / 'study.db').resolve()}"
+    if not storage:
+        yield "importance.png", "No Optuna study (none in the folder, no storage in the options).", ""
+        return
+    for k, summary in enumerate(optuna.get_all_study_summaries(storage)):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(done) < 2 or not any(t.params for t in done) or study._is_multi_objective():
+            continue
+        importances = optuna.importance.get_param_importances(study)
+        yield f"importance-{k}.png", rp.importance_figure(importances, f"Study {summary.study_name}"), \
+            f"Optuna's fANOVA importance of each parameter in study {summary.study_name} ({len(done)} trials)."
+
+
+def _where(data: _Data) -> str:
+    return str(data.target) if data.target else "no target folder found"
+
+
+_SECTIONS = (("Before and after: the held-out protocol", _raster_section), ("f-I curves", _fi_section),
+             ("Fitted mismatch", _mismatch_section), ("Fitted against true (the twin)", _truth_section),
+             ("Identifiability", _ident_section), ("Convergence and importance", _convergence_section))
+
+
+# --- the page ---------------------------------------------------------------------------
+
+_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}img{max-width:100%}"
+          "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+          "th{background:#f3f3f3}figcaption,.missing{color:#555;font-size:90%}.missing{font-style:italic}")
+
+
+def _page(data: _Data, sections, draw_s: float) -> str:
+    e = html.escape
+    result = data.result
+    provenance = getattr(result, "provenance", None) or {}
+    n = len(np.asarray(result.neurons).reshape(-1, 3))
+    ok = int(np.sum(np.asarray(result.ok, dtype=bool)))
+    head = [f"<h1>Calibration of {e(str(provenance.get('serial', 'a chip')))}</h1>",
+            f"<p>{n} neurons, {ok} calibrated; target {e(_where(data))}; fitter "
+            f"{e(str((getattr(result, 'options', None) or {}).get('fitter', '?')))}; wall time "
+            f"{e(str(provenance.get('wall_s', '?')))} s. Report drawn in {draw_s:.1f} s.</p>", _quality(result)]
+    body = []
+    for title, items in sections:
+        body.append(f"<h2>{e(title)}</h2>")
+        for png, text in items:
+            body.append(f'<figure><img src="{e(png)}" alt="{e(png)}"><figcaption>{e(text)}</figcaption></figure>'
+                        if png else f'<p class="missing">{e(text)}</p>')
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dynacal calibration report"
+            f"</title><style>{_STYLE}</style></head><body>\n" + "\n".join(head + body) + "\n</body></html>\n")
+
+
+def _quality(result) -> str:
+    rows = "".join(f"<tr><th>{html.escape(p)}</th><td>{q.get('median', float('nan')):.4g}</td></tr>"
+                   for p, q in (getattr(result, "quality", None) or {}).items())
+    failed = "; ".join(f"{html.escape(str(k))}: {len(v)}" for k, v in (result.failed or {}).items() if len(v))
+    return (f"<table><tr><th>protocol</th><th>median per-neuron loss</th></tr>{rows}</table>"
+            + (f"<p>Failed neurons: {failed}</p>" if failed else ""))
