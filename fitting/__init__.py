@@ -1,6 +1,9 @@
 """dynacal.fitting: search spaces, objectives, the Optuna and gradient fitters.
 
-Planned in the fitting issue; nothing here yet. The core never imports this package.
+The core never imports this package.
 """
 
-__all__: list[str] = []
+from .cache import cache_key, find_cached, latest_for_serial, store
+from .result import CalibrationResult
+
+__all__: list[str] = ["CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store"]
