@@ -69,14 +69,16 @@ def find_target(folder: Path, result=None) -> Path | None:
     return None
 
 
-def _recordings(target: Path | None) -> dict[str, Recording]:
-    """Protocol name -> recording of the target (the first file per protocol, by name)."""
-    found: dict[str, Recording] = {}
-    for path in sorted(target.glob("*.h5")) if target else ():
-        rec = Recording.load(path)
-        name = (rec.metadata.get("protocol") or {}).get("name") or path.stem
-        found.setdefault(name, rec)
-    return found
+def _recordings(target: Path | None, result) -> dict[str, Recording]:
+    """Protocol name -> the target's recording (held-out ones too), cut to the calibrated
+    neurons, in the calibration's order."""
+    if target is None:
+        return {}
+    from .target import Target  # noqa: PLC0415
+
+    heldout = tuple((getattr(result, "options", None) or {}).get("heldout") or ("heldout",))
+    loaded = Target.load(target, neurons=np.asarray(result.neurons).reshape(-1, 3), heldout=heldout)
+    return {**loaded.recordings, **loaded.heldout}
 
 
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
@@ -96,7 +98,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     redo = old.is_file() and json.loads(old.read_text()).get("command") == "dynacal report"
     result = CalibrationResult.load(folder)
     target = find_target(folder, result)
-    data = _Data(folder, result, _recordings(target), target)
+    data = _Data(folder, result, _recordings(target, result), target)
     with RunFolder(out, "dynacal report", {"folder": str(folder.resolve())}, mode="overwrite" if redo else "new",
                    option="--out") as run:
         start = time.perf_counter()
@@ -158,8 +160,8 @@ def _raster_section(data: _Data):
     if "Isoma_mem" in rec.traces and all(n in set(rec.trace_neurons.tolist()) for n in neurons):
         traces = {"target": np.stack([rec.trace("Isoma_mem", neuron=n) for n in neurons], axis=1), **traces}
     t = np.arange(next(iter(traces.values())).shape[0]) * sims["after"].trace_every * rec.dt
-    spikes = {k: np.array([r.spike_time[(r.spike_batch == 0) & (r.spike_neuron == n)] for n in neurons] + [None],
-                          dtype=object)[:-1] for k, r in {"target": rec, **sims}.items()}
+    spikes = {k: [r.spike_time[(r.spike_batch == 0) & (r.spike_neuron == n)] for n in neurons]
+              for k, r in {"target": rec, **sims}.items()}
     yield "traces.png", rp.trace_overlay(t, traces, spikes, neurons), \
         "Membrane current of the first neurons before and after calibration (the target's own trace where it has " \
         "one; a board has none), with each run's spikes as ticks."
@@ -209,13 +211,14 @@ def twin_truth(data: _Data) -> dict[str, dict[str, np.ndarray]] | None:
     rec = _heldout(data) or next(iter(data.recordings.values()), None)
     if rec is None or rec.backend != "twin" or "codes" not in (rec.metadata.get("board") or {}):
         return None
+    from dynacal.hardware.biasgen import BIAS_NAMES  # noqa: PLC0415
     from dynacal.hardware.twin_chip import TwinChip  # noqa: PLC0415
 
     chip = TwinChip(int(rec.metadata["serial"]))
-    codes = np.zeros((chip.n_chips, 4, 25, 2), dtype=np.int64)
-    for key, value in rec.metadata["board"]["codes"][0].items():
+    codes = np.zeros((chip.n_chips, 4, len(BIAS_NAMES), 2), dtype=np.int64)
+    for key, biases in rec.metadata["board"]["codes"][0].items():  # set 0: the protocol's own core biases
         c, k = (int(x) for x in key.split(","))
-        codes[c, k] = np.asarray(value)
+        codes[c, k] = [biases[name] for name in BIAS_NAMES]
     neurons = np.asarray(data.result.neurons).reshape(-1, 3)
     cores = neurons[:, 0] * 4 + neurons[:, 1]
     layers = chip.layers(codes, np.unique(cores))

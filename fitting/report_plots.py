@@ -22,6 +22,16 @@ __all__ = ["raster_overlay", "trace_overlay", "fi_grid", "mismatch_histograms", 
 COLORS = {"target": "k", "before": "C3", "after": "C0"}
 
 
+def _plain_figure(figsize):
+    """A figure with fixed margins: the constrained layout of 16 panels costs seconds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _color(label: str, k: int) -> str:
     return COLORS.get(label, f"C{k + 1}")
 
@@ -49,25 +59,32 @@ def raster_overlay(rasters: Mapping[str, tuple[np.ndarray, np.ndarray]], n_neuro
 
 
 def trace_overlay(t: np.ndarray, traces: Mapping[str, np.ndarray], spikes: Mapping[str, np.ndarray],
-                  neurons: Sequence[int], name: str = "Isoma_mem", figsize=(10, 6)):
+                  neurons: Sequence[int], name: str = "Isoma_mem", window: float = 0.3, figsize=(10, 6)):
     """A state trace of a few neurons, before and after (and the target's where it has one),
-    with each run's spike times as ticks.
+    with each run's spike times as a row of ticks above the traces.
 
     Args:
         t: (T,) sample times, s. traces: label -> (T, R) current in A, one column per neuron.
-        spikes: label -> object array (R,) of spike times (s) of each drawn neuron.
+        spikes: label -> sequence (R,) of spike-time arrays (s), one per drawn neuron.
         neurons: the neuron index of each column (for the titles).
+        window: the first ``window`` seconds are drawn (spikes are legible there).
     """
     fig = _new_figure(figsize)
     axes = fig.subplots(len(neurons), 1, sharex=True, squeeze=False).ravel()
+    t = np.asarray(t)
+    keep = t <= window
     for j, (ax, n) in enumerate(zip(axes, neurons)):
+        top = 1e-12
         for k, (label, y) in enumerate(traces.items()):
-            ax.semilogy(np.asarray(t) * 1e3, np.maximum(np.asarray(y)[:, j], 1e-15) * 1e12, "-",
-                        color=_color(label, k), lw=1, label=f"{name} {label}")
-        top = ax.get_ylim()[1]
+            y = np.maximum(np.asarray(y)[keep, j], 1e-15) * 1e12
+            top = max(top, float(y.max()))
+            ax.semilogy(t[keep] * 1e3, y, "-", color=_color(label, k), lw=1, label=f"{name} {label}")
         for k, (label, times) in enumerate(spikes.items()):
-            ax.plot(np.asarray(times[j]) * 1e3, np.full(len(times[j]), top * (0.8 ** k)), "|",
-                    color=_color(label, k), ms=8, label=f"spikes {label}")
+            times = np.asarray(times[j])
+            times = times[times <= window]
+            ax.plot(times * 1e3, np.full(times.size, top * 3.0 ** (k + 1)), "|", color=_color(label, k), ms=7,
+                    label=f"spikes {label}")
+        ax.set_ylim(top=top * 3.0 ** (len(spikes) + 1))
         ax.set_ylabel("Current (pA)")
         ax.set_title(f"neuron {n}", fontsize="medium", loc="left")
         ax.grid(True, which="both", alpha=0.3)
@@ -85,7 +102,8 @@ def fi_grid(levels: np.ndarray, curves: Mapping[str, np.ndarray], neurons: Seque
         neurons: the neuron index of each row (panel titles).
     """
     rows = -(-len(neurons) // columns)
-    fig = _new_figure(figsize or (2.6 * columns, 2.1 * rows + 0.4))
+    fig = _plain_figure(figsize or (2.6 * columns, 2.1 * rows + 0.4))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.95, wspace=0.12, hspace=0.35)
     axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
     x = np.asarray(levels) * 1e12
     for j, ax in enumerate(axes):
@@ -99,8 +117,8 @@ def fi_grid(levels: np.ndarray, curves: Mapping[str, np.ndarray], neurons: Seque
         ax.set_title(f"neuron {neurons[j]}", fontsize="small")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize="x-small")
-    fig.supxlabel("DC input Isoma_const (pA)")
-    fig.supylabel("Firing rate (Hz)")
+    fig.supxlabel("DC input Isoma_const (pA)", y=0.01)
+    fig.supylabel("Firing rate (Hz)", x=0.01)
     return fig
 
 

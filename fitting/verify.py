@@ -54,23 +54,25 @@ def count_error(sim: np.ndarray, chip: np.ndarray) -> np.ndarray:
     return np.abs(sim - chip) / np.maximum(chip, 1.0)
 
 
-def _chip_recording(name: str, network, *, board: str | None, target: Path | None) -> Recording:
+def _chip_recordings(result, names: Sequence[str], *, board: str | None, target: Path | None) -> dict[str, Recording]:
+    """Protocol name -> the chip's recording of it: read from ``target`` (cut to the
+    calibrated neurons) or measured now on ``board``."""
+    if target is not None:
+        from .target import Target  # noqa: PLC0415
+
+        loaded = Target.load(target, neurons=np.asarray(result.neurons).reshape(-1, 3), heldout=tuple(names))
+        missing = [n for n in names if n not in loaded.heldout]
+        if missing:
+            raise RecordingError(f"--target {target} holds no recording of the held-out protocol(s) {missing}; it "
+                                 f"holds {sorted(loaded.recordings)}. Measure them (dynacal characterize --protocol "
+                                 f"{','.join(missing)}) or give --heldout one of those.")
+        return {n: loaded.heldout[n] for n in names}
+    from dynacal.backends.registry import get_backend  # noqa: PLC0415
     from dynacal.protocols import get_protocol  # noqa: PLC0415
 
-    if target is not None:
-        path = target / f"{name}.h5"
-        if not path.is_file():
-            held = sorted(p.name for p in target.glob("*.h5"))
-            raise RecordingError(f"--target {target} has no recording of the held-out protocol {name!r} ({path.name}); "
-                                 f"it holds {held or 'no .h5 file'}. Measure it (dynacal characterize --protocol {name}) "
-                                 f"or give --heldout one of those.")
-        return Recording.load(path)
-    from dynacal.backends.registry import get_backend  # noqa: PLC0415
-
-    backend = get_backend(board)
+    backend, network = get_backend(board), calibrated_network(result)
     try:
-        protocol = get_protocol(name)
-        return protocol.run_experiment(backend, protocol.experiment(network))
+        return {n: get_protocol(n).run_experiment(backend, get_protocol(n).experiment(network)) for n in names}
     finally:
         getattr(backend, "close", lambda: None)()
 
@@ -90,13 +92,9 @@ def _ok_mask(result, network) -> np.ndarray:
 
 def calibrated_network(result):
     """A Network without connections of the calibration's neurons (in its order)."""
-    from dynacal.chip import Connections, Network  # noqa: PLC0415
+    from .result import neurons_network  # noqa: PLC0415
 
-    neurons = np.asarray(result.neurons, dtype=np.int64).reshape(-1, 3)
-    core = neurons[:, 0] * 4 + neurons[:, 1]
-    return Network(core=core, neuron_id=neurons[:, 2], n_inputs=0, inputs=Connections.empty(),
-                   recurrent=Connections.empty(), n_chips=int(neurons[:, 0].max()) + 1 if neurons.size else 1,
-                   enforce_limits=False)
+    return neurons_network(result.neurons)
 
 
 def verify(result, names: Sequence[str], *, board: str | None = None, target: Path | None = None,
@@ -121,10 +119,8 @@ def verify(result, names: Sequence[str], *, board: str | None = None, target: Pa
     if (board is None) == (target is None):
         raise ParameterError("give one of board= (measure now) or target= (a folder of recordings).")
     torch_backend = get_backend("torch")
-    network = calibrated_network(result)
     rows = []
-    for name in names:
-        chip = _chip_recording(name, network, board=board, target=target)
+    for name, chip in _chip_recordings(result, names, board=board, target=target).items():
         experiment = chip.require_experiment()
         protocol = get_protocol(chip) if chip.metadata.get("protocol") else get_protocol(name)
         ok = _ok_mask(result, experiment.network)
