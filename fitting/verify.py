@@ -60,13 +60,14 @@ def _chip_recordings(result, names: Sequence[str], *, board: str | None, target:
     if target is not None:
         from .target import Target  # noqa: PLC0415
 
-        loaded = Target.load(target, neurons=np.asarray(result.neurons).reshape(-1, 3), heldout=tuple(names))
-        missing = [n for n in names if n not in loaded.heldout]
+        # heldout=(): a folder of held-out recordings alone is a valid chip record here
+        loaded = Target.load(target, neurons=np.asarray(result.neurons).reshape(-1, 3), heldout=())
+        missing = [n for n in names if n not in loaded.recordings]
         if missing:
             raise RecordingError(f"--target {target} holds no recording of the held-out protocol(s) {missing}; it "
                                  f"holds {sorted(loaded.recordings)}. Measure them (dynacal characterize --protocol "
                                  f"{','.join(missing)}) or give --heldout one of those.")
-        return {n: loaded.heldout[n] for n in names}
+        return {n: loaded.recordings[n] for n in names}
     from dynacal.backends.registry import get_backend  # noqa: PLC0415
     from dynacal.protocols import get_protocol  # noqa: PLC0415
 
