@@ -205,9 +205,9 @@ def _mismatch_section(data: _Data):
 
 
 def twin_truth(data: _Data) -> dict[str, dict[str, np.ndarray]] | None:
-    """On a twin target: ``{"factors": {name: (M,)}, "values": {name: (M,)}}``, the true
-    factors and effective values of the calibrated neurons (hot neurons' extra DC aside);
-    None for any other target."""
+    """On a twin target: ``{"factors": {name: (M,)}, "values": {name: (M,)}, "core": {global
+    core: {name: value}}}``, the true factors, effective values of the calibrated neurons (hot
+    neurons' extra DC aside) and core values under the target's codes; None for any other target."""
     rec = _heldout(data) or next(iter(data.recordings.values()), None)
     if rec is None or rec.backend != "twin" or "codes" not in (rec.metadata.get("board") or {}):
         return None
@@ -228,7 +228,7 @@ def twin_truth(data: _Data) -> dict[str, dict[str, np.ndarray]] | None:
     for name in (getattr(data.result, "per_neuron", None) or {}):
         core = np.array([layers.core_values[g].get(name, np.nan) for g in cores])
         values[name] = core * factors.get(name, 1.0)
-    return {"factors": factors, "values": values}
+    return {"factors": factors, "values": values, "core": {g: dict(v) for g, v in layers.core_values.items()}}
 
 
 def _truth_section(data: _Data):
@@ -249,30 +249,25 @@ def _fitted_core(result) -> set[str]:
 
 
 def _ident_section(data: _Data):
+    """The identifiability matrices as ``fitting.identify.Identifiability.to_dict`` wrote them."""
     ident = getattr(data.result, "identifiability", None) or {}
-    matrix, rows, cols, title = _ident_matrix(ident)
-    if matrix is None:
-        yield "identifiability.png", "The calibration holds no identifiability matrix.", ""
+    matrices = [(key, ident[key]) for key in ("matrix", "correlation") if isinstance(ident.get(key), dict)]
+    if not matrices:
+        yield "identifiability.png", "The calibration holds no identifiability analysis.", ""
         return
     combos = "; ".join(c.get("name", "?") for c in (getattr(data.result, "combinations", None) or []))
-    yield "identifiability.png", rp.matrix_figure(matrix, rows, cols, title), \
-        f"{title}. Identifiable combinations: {combos or 'none reported'}."
-
-
-def _ident_matrix(ident: dict):
-    """(matrix, row labels, column labels, title) from the identifiability entry, or Nones."""
-    params = list(ident.get("parameters") or ident.get("params") or [])
-    for key, title in (("correlation", "Correlation of the parameters' sensitivities"),
-                       ("sensitivity", "Sensitivity of the features to the parameters (median over neurons)"),
-                       ("matrix", "Identifiability matrix")):
-        if key in ident:
-            m = np.asarray(ident[key], dtype=float)
-            m = np.nanmedian(np.abs(m), axis=0) if m.ndim == 3 else m
-            rows = list(ident.get("features") or params) if key != "correlation" else params
-            rows = rows if len(rows) == m.shape[0] else [str(i) for i in range(m.shape[0])]
-            cols = params if len(params) == m.shape[1] else [str(i) for i in range(m.shape[1])]
-            return m, rows, cols, title
-    return None, None, None, None
+    loose = "; ".join(f"{k} (would need {' or '.join(v) or 'no dynacal protocol'})"
+                      for k, v in (ident.get("unconstrained") or {}).items())
+    rank = (ident.get("rank") or {}).get("median")
+    for key, m in matrices:
+        signed = m.get("kind") == "correlation"
+        title = ("Correlation of the log-parameter estimates (median over neurons)" if signed else
+                 "Sensitivity |d ln feature / d ln parameter| (median over neurons)")
+        name = "identifiability.png" if key == "matrix" else f"identifiability-{key}.png"
+        yield name, rp.matrix_figure(m["values"], m["rows"], m["columns"], title, signed=signed), \
+            f"{title}" + (f"; median rank {rank:g} of {len(m['columns'])}" if rank is not None and not signed else "") \
+            + f". Identifiable combinations: {combos or 'none reported'}." \
+            + (f" Not constrained: {loose}." if loose and not signed else "")
 
 
 def _convergence_section(data: _Data):
@@ -339,7 +334,8 @@ def _page(data: _Data, sections, draw_s: float) -> str:
     head = [f"<h1>Calibration of {e(str(provenance.get('serial', 'a chip')))}</h1>",
             f"<p>{n} neurons, {ok} calibrated; target {e(_where(data))}; fitter "
             f"{e(str((getattr(result, 'options', None) or {}).get('fitter', '?')))}; wall time "
-            f"{e(str(provenance.get('wall_s', '?')))} s. Report drawn in {draw_s:.1f} s.</p>", _quality(result)]
+            f"{e(str(provenance.get('wall_s', '?')))} s. Report drawn in {draw_s:.1f} s.</p>", _quality(result),
+            _core_table(result, twin_truth(data))]
     body = []
     for title, items in sections:
         body.append(f"<h2>{e(title)}</h2>")
@@ -348,6 +344,25 @@ def _page(data: _Data, sections, draw_s: float) -> str:
                         if png else f'<p class="missing">{e(text)}</p>')
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dynacal calibration report"
             f"</title><style>{_STYLE}</style></head><body>\n" + "\n".join(head + body) + "\n</body></html>\n")
+
+
+def _core_table(result, truth) -> str:
+    """Fitted core values beside the table's defaults (and the twin's true values)."""
+    from dynacal.params import PARAMETERS  # noqa: PLC0415
+    from dynacal.units import format_quantity  # noqa: PLC0415
+
+    def q(name, value):
+        return html.escape(format_quantity(float(value), PARAMETERS[name].unit)) if value is not None else ""
+
+    rows = []
+    for core, values in sorted((result.core_values or {}).items()):
+        true = (truth or {}).get("core", {}).get(int(core), {})
+        for name, value in sorted(values.items()):
+            err = f"{float(value) / true[name] - 1:+.1%}" if name in true and true[name] else ""
+            rows.append(f"<tr><th>{int(core)}</th><th>{html.escape(name)}</th><td>{q(name, value)}</td>"
+                        f"<td>{q(name, PARAMETERS[name].default)}</td><td>{q(name, true.get(name))}</td><td>{err}</td></tr>")
+    return ("<h2>Core values</h2><table><tr><th>core</th><th>parameter</th><th>fitted</th><th>table default</th>"
+            "<th>true (twin)</th><th>error</th></tr>" + "".join(rows) + "</table>")
 
 
 def _quality(result) -> str:

@@ -42,7 +42,11 @@ def _calibration(folder: Path, target: Path, rec, *, spread: float) -> Calibrati
     neurons = np.stack([np.zeros(N, int), np.zeros(N, int), np.arange(N)], axis=1)
     result = CalibrationResult(
         core, mismatch, neurons=neurons, quality={"fi": {"per_neuron": rng.uniform(0, 1, N)}},
-        identifiability={"parameters": list(FITTED), "correlation": [[1.0, -0.8], [-0.8, 1.0]]},
+        identifiability={"parameters": list(FITTED), "rank": {"median": 2.0}, "unconstrained": {},
+                         "matrix": {"rows": ["fi.rate[1 nA]", "fi.rate[3 nA]"], "columns": list(FITTED),
+                                    "values": [[0.9, 0.4], [0.7, 0.6]], "kind": "sensitivity"},
+                         "correlation": {"rows": list(FITTED), "columns": list(FITTED),
+                                         "values": [[1.0, -0.8], [-0.8, 1.0]], "kind": "correlation"}},
         combinations=[{"name": "Isoma_dpi_tau/alpha_soma", "exponents": {"Isoma_dpi_tau": 1, "alpha_soma": -1},
                        "values": rng.uniform(1, 2, N)}],
         options={"fitter": "optuna", "heldout": ["heldout"]}, provenance={"serial": SERIAL, "target": str(target)},
@@ -81,10 +85,11 @@ def test_every_section_has_its_figure(report):
     text = report.read_text()
     figures = re.findall(r'<img src="([^"]+)"', text)
     assert {"raster.png", "traces.png", "fi.png", "mismatch.png", "truth.png", "identifiability.png",
-            "convergence.png", "importance-0.png"} <= set(figures)
+            "identifiability-correlation.png", "convergence.png", "importance-0.png"} <= set(figures)
     for name in figures:  # relative links to PNGs beside the page
         assert (report.parent / name).read_bytes()[:8] == PNG
     assert 'class="missing"' not in text
+    assert len(re.findall(r"<td>[+-]\d+\.\d%</td>", text)) == len(FITTED)  # fitted vs the twin's true core values
     manifest = json.loads((report.parent / "manifest.json").read_text())
     assert manifest["status"] == "complete" and set(figures) | {PAGE} == set(manifest["files"])
 
