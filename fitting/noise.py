@@ -11,17 +11,23 @@ would fit that noise, so the target measures one protocol several times first
 - ``mad``: the scaled median absolute deviation over the repeats, ``1.4826 * median(|x -
   median|)`` (the standard deviation for Gaussian noise, robust to one bad repeat);
 - ``relative()``: ``mad / |median|`` (0 where both are 0, i.e. a silent neuron stays
-  silent; inf where only the median is 0).
+  silent; inf where only the median is 0);
+- ``std`` and ``cv()``: the plain sample standard deviation (ddof 1) and ``std / |mean|``,
+  for reports: with few repeats and rare noise (the twin drops one event in a thousand) the
+  MAD is 0 wherever most repeats agree exactly, while the standard deviation still shows
+  the rare differences. The repeat rule uses the robust MAD: noise that only one repeat
+  shows is no reason to measure everything again.
 
-A noise-free backend (the torch simulator) gives mad = 0 exactly.
+A noise-free backend (the torch simulator) gives mad = std = 0 exactly.
 
 **How many repeats** (:func:`repeats_needed`): a median of n independent repeats has a
 spread of about ``mad / sqrt(n)`` (x 1.25 for the median), so bringing a protocol's relative
 noise ``r`` under a tolerance ``tol`` takes ``n = ceil((r / tol)^2)`` repeats, at least 1
 and at most the caller's limit. The level ``r`` of a protocol is the median over neurons
 of each neuron's median relative spread over the protocol's features and conditions
-(:meth:`NoiseFloor.level`); silent neurons (median 0, mad 0) count as noise-free, NaN
-features (a rheobase of a neuron that never fired) are left out.
+(:meth:`NoiseFloor.level`), leaving out features that were 0 in every repeat (a silent
+condition tells nothing about the noise) and NaN ones (a rheobase of a neuron that never
+fired).
 
 **Robust scores** (:func:`robust_loss`): a fitter re-scores its best candidates against
 every repeat of the target and takes, per candidate and neuron, the median of the
@@ -118,17 +124,22 @@ class Spread:
         median: float (N,) or (N, K), the median over repeats (the feature's unit).
         mad: same shape, the scaled MAD over repeats (same unit).
         n_repeats: R.
+        mean, std: same shape, the plain mean and sample standard deviation (ddof 1).
     """
 
     median: np.ndarray
     mad: np.ndarray
     n_repeats: int
+    mean: np.ndarray
+    std: np.ndarray
 
     @classmethod
     def of(cls, values: Sequence[np.ndarray]) -> "Spread":
         """From one array per repeat (all of one shape)."""
         x = np.stack([np.asarray(v, dtype=np.float64) for v in values])
-        return cls(_quiet(np.nanmedian, x, axis=0), mad(x, axis=0), len(values))
+        # about the first repeat: identical repeats give exactly 0 (the mean of equal floats may not be them)
+        std = _quiet(np.nanstd, x - x[:1], axis=0, ddof=1) if len(values) > 1 else np.zeros(x.shape[1:])
+        return cls(_quiet(np.nanmedian, x, axis=0), mad(x, axis=0), len(values), _quiet(np.nanmean, x, axis=0), std)
 
     def relative(self) -> np.ndarray:
         """``mad / |median|``: 0 where both are 0, inf where only the median is 0, NaN where unknown."""
@@ -136,6 +147,14 @@ class Spread:
         with np.errstate(divide="ignore", invalid="ignore"):
             out = self.mad / m
         out[(m == 0) & (self.mad == 0)] = 0.0
+        return out
+
+    def cv(self) -> np.ndarray:
+        """``std / |mean|`` (plain, for reports): 0 where both are 0, NaN where unknown."""
+        m = np.abs(self.mean)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = self.std / m
+        out[(m == 0) & (self.std == 0)] = 0.0
         return out
 
 
@@ -188,8 +207,13 @@ class NoiseFloor:
 
     def per_neuron(self, protocol: str) -> np.ndarray:
         """float (N,): each neuron's median relative spread over the protocol's features and
-        conditions (NaN features left out; NaN where a neuron has none)."""
-        parts = [s.relative().reshape(s.relative().shape[0], -1) for s in self.spreads[protocol].values()]
+        conditions, leaving out NaN features and features that were 0 in every repeat (a
+        silent level of an f-I curve); NaN where a neuron has none left."""
+        parts = []
+        for s in self.spreads[protocol].values():
+            rel = s.relative()
+            rel[(s.median == 0) & (s.mad == 0)] = np.nan  # silent every time: says nothing about noise
+            parts.append(rel.reshape(rel.shape[0], -1))
         return _quiet(np.nanmedian, np.concatenate(parts, axis=1), axis=1)
 
     def level(self, protocol: str) -> float:
@@ -203,11 +227,14 @@ class NoiseFloor:
         for name, feats in self.spreads.items():
             entry = {"n_repeats": next(iter(feats.values())).n_repeats, "level": self.level(name), "features": {}}
             for key, s in feats.items():
-                rel = s.relative()[np.isfinite(s.relative())]
+                rel, cv = (a[np.isfinite(a)] for a in (s.relative(), s.cv()))
                 entry["features"][key] = {
                     "median_relative": float(np.median(rel)) if rel.size else None,
                     "p90_relative": float(np.percentile(rel, 90)) if rel.size else None,
-                    "median_mad": float(_quiet(np.nanmedian, s.mad)) if np.isfinite(s.mad).any() else None}
+                    "median_mad": float(_quiet(np.nanmedian, s.mad)) if np.isfinite(s.mad).any() else None,
+                    "median_cv": float(np.median(cv)) if cv.size else None,
+                    "p90_cv": float(np.percentile(cv, 90)) if cv.size else None,
+                    "max_cv": float(np.max(cv)) if cv.size else None}
             out[name] = entry
         return out
 
@@ -218,7 +245,8 @@ class NoiseFloor:
         def arr(a):
             return [None if not np.isfinite(v) else float(v) for v in np.ravel(a)], list(np.shape(a))
         return {"format": "dynacal-noise/1", "summary": self.summary(),
-                "spreads": {p: {k: {"median": arr(s.median), "mad": arr(s.mad), "n_repeats": s.n_repeats}
+                "spreads": {p: {k: {"median": arr(s.median), "mad": arr(s.mad), "n_repeats": s.n_repeats,
+                                    "mean": arr(s.mean), "std": arr(s.std)}
                                 for k, s in f.items()} for p, f in self.spreads.items()}}
 
     @classmethod
@@ -227,7 +255,8 @@ class NoiseFloor:
             values, shape = pair
             return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64).reshape(shape)
         try:
-            return cls({p: {k: Spread(arr(s["median"]), arr(s["mad"]), int(s["n_repeats"])) for k, s in f.items()}
+            return cls({p: {k: Spread(arr(s["median"]), arr(s["mad"]), int(s["n_repeats"]), arr(s["mean"]),
+                                      arr(s["std"])) for k, s in f.items()}
                         for p, f in data["spreads"].items()})
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordingError(f"a noise floor description is malformed ({type(exc).__name__}: {exc}); "
@@ -237,3 +266,16 @@ class NoiseFloor:
         """Write ``noise.json`` atomically (the summary first, for people reading it)."""
         text = json.dumps(self.to_dict(), indent=1) + "\n"
         return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NoiseFloor":
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            RecordingError: a missing, unreadable or malformed file.
+        """
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise RecordingError(f"{path} is not a readable noise floor ({exc}); measure it again.") from exc
+        return cls.from_dict(data)

@@ -40,10 +40,11 @@ import numpy as np
 from dynacal._outdir import MANIFEST, file_hash
 from dynacal.chip import Network
 from dynacal.errors import DynacalError, ParameterError, RecordingError
-from dynacal.protocols import Protocol, Recorded, get_protocol, layout
+from dynacal.protocols import ORDER, Protocol, Recorded, get_protocol, layout
 from dynacal.recording import Recording
 
 from ._subset import describe_neurons, neuron_keys, subset_recording, triples
+from ._measure import NOISE_FILE
 from .noise import NoiseFloor
 
 __all__ = ["Target", "RECORDING_SUFFIXES", "IGNORED"]
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 #: Files that hold recordings.
 RECORDING_SUFFIXES = (".h5", ".npz")
 #: Files a dynacal run writes beside its recordings; skipped (glob patterns).
-IGNORED = (MANIFEST, "features.csv", "noise.json", "*.png", "*.svg", "*.html", "*.log", ".*")
+IGNORED = (MANIFEST, "features.csv", NOISE_FILE, "*.png", "*.svg", "*.html", "*.log", ".*")
 _REPEAT = re.compile(r"^(?P<stem>.+)\.r(?P<k>\d+)$")
 
 
@@ -102,6 +103,7 @@ class Target:
     """
 
     recordings: dict[str, Recording]
+    _: dataclasses.KW_ONLY
     heldout: dict[str, Recording] = dataclasses.field(default_factory=dict)
     source: str = "unknown"
     serial: int | None = None
@@ -147,6 +149,13 @@ class Target:
             if codes is not None:
                 out[name] = codes
         return out
+
+    @property
+    def unstable(self) -> dict[str, np.ndarray]:
+        """Protocol name -> bool (N,): the neurons whose run went Euler-unstable in some set of
+        its recording (a simulator's target; the board and imported data do not say: absent)."""
+        return {name: rec.unstable.any(axis=0) for name, rec in {**self.recordings, **self.heldout}.items()
+                if rec.unstable is not None}
 
     def protocol(self, name: str) -> Protocol:
         """The protocol of recording ``name`` with its recorded settings (``Recorded`` for
@@ -205,11 +214,51 @@ class Target:
             raise RecordingError(f"{folder} holds only held-out recordings ({sorted(repeats)}); add the recordings "
                                  f"to fit, or pass heldout=() to fit these.")
         every = [rec for v in repeats.values() for rec in v]
+        for name, items in groups.items():
+            bad = items[0][1].unstable
+            if bad is not None and bad.any():  # garbage the fitter must not chase (FITTING.md)
+                log.warning("target %s: %d of %d neurons went Euler-unstable in %s (target.unstable); mask them "
+                            "or record with substeps", folder, int(bad.any(0).sum()), bad.shape[1], items[0][0].name)
         return cls(recordings, heldout={k: v[0] for k, v in repeats.items() if k in heldout},
                    source="+".join(sorted({rec.backend for rec in every})), serial=_serial(groups),
                    repeats=repeats, noise=NoiseFloor.from_target_repeats(repeats),
                    hashes={p.name: file_hash(p) for p in paths},
                    files={k: [p for p, _ in v] for k, v in groups.items()})
+
+
+    @classmethod
+    def measure(cls, backend, neurons: Any = "core0", protocols: Sequence = ORDER, *, out: str | os.PathLike,
+                repeats: int = 3, progress: Any = True, tolerance: float = 0.02, noise_protocol: str = "fi",
+                heldout: Sequence[str] = ("heldout",), mode: str = "resume", resume: bool = False) -> "Target":
+        """Measure the lab protocols on ``backend``, save them into ``out``, and load them.
+
+        The noise protocol runs ``repeats`` times first; its noise floor decides how often
+        the others run (``ceil((level / tolerance)^2)``, 1..repeats); every recording is
+        saved atomically as it is made, and a second call with the same options measures
+        only what is missing (:mod:`._measure` documents the rule and the file names).
+
+        Args:
+            backend: a backend or its name (``"twin:7"``, ``"board"``, ``"torch"``, ``"replay:DIR"``).
+            neurons: the neurons to measure (``"core0"``, ``"core0:64"``, ``"chip0"``).
+            protocols: names or Protocol objects (their settings), run in ``protocols.ORDER``.
+            out: the target folder (created).
+            repeats: measurements of the noise protocol (and the most of any other); 1 = no floor.
+            progress: True: a tqdm bar on stderr (one step per measurement); a callable:
+                called as ``progress(name, done, total)`` before each measurement and with
+                ``name = ""`` at the end (``dynacal characterize``'s convention); False: nothing.
+            tolerance: the relative noise (fraction) below which one measurement is enough.
+            noise_protocol: the protocol the floor is measured with (the first one if absent).
+            heldout: the protocols kept apart in ``target.heldout``.
+            mode: ``"resume"`` (reuse this run's intact files), ``"new"`` or ``"overwrite"``.
+            resume: True is ``mode="resume"`` (the CLI's ``--resume``).
+
+        Raises:
+            ParameterError: bad repeats or tolerance, no protocol or one twice, or a folder
+                that holds another run (``mode`` says what to do).
+        """
+        from ._measure import measure
+        return measure(cls, backend, neurons, protocols, out=out, repeats=repeats, progress=progress,
+                       tolerance=tolerance, noise_protocol=noise_protocol, heldout=heldout, mode=mode, resume=resume)
 
 
 def _recording_files(folder: Path) -> list[Path]:
@@ -223,7 +272,8 @@ def _recording_files(folder: Path) -> list[Path]:
                              f"characterize --out {folder}, dynacal import FILE --out {folder}, or "
                              f"Target.measure(backend, out={str(folder)!r})).")
     skipped = [e for e in entries if any(e.match(p) for p in IGNORED)]
-    unrelated = [e.name for e in entries if e not in skipped and (not e.is_file() or e.suffix not in RECORDING_SUFFIXES)]
+    unrelated = [e.name for e in entries
+                 if e not in skipped and (not e.is_file() or e.suffix not in RECORDING_SUFFIXES)]
     if unrelated:
         raise RecordingError(f"target folder {folder} holds files that are not recordings: {unrelated[:6]}; a target "
                              f"folder holds only recordings (.h5, or .npz lab files) and what dynacal writes beside "
