@@ -31,7 +31,7 @@ from dynacal._outdir import MANIFEST, RunFolder
 from dynacal.errors import ParameterError, RecordingError
 from dynacal.units import parse_quantity
 
-__all__ = ["run", "parse_budget", "parse_tolerance", "parse_board", "CalibrationBar", "COMMANDS"]
+__all__ = ["run", "parse_budget", "parse_tolerance", "parse_board", "COMMANDS"]
 
 COMMANDS = ("calibrate", "verify", "report")
 BOARDS = "twin, twin:SERIAL (e.g. twin:7) or board"
@@ -108,40 +108,6 @@ def _target_folder(path: str, option: str = "--target") -> Path:
 
 # --- calibrate --------------------------------------------------------------------------
 
-class CalibrationBar:
-    """A progress bar over the fit's wall-time budget, driven by the fitter's callback.
-
-    Called as ``bar(stage, trial, best=loss, elapsed_s=s)``: the bar shows the stage, the
-    trial, the best loss so far and the time left in the budget. Trials without an elapsed
-    time advance by the wall clock. A context manager that closes the bar.
-    """
-
-    def __init__(self, budget_s: float, file=None):
-        self.budget_s, self.file, self.bar, self._start = float(budget_s), file, None, time.perf_counter()
-
-    def __enter__(self) -> "CalibrationBar":
-        return self
-
-    def __call__(self, stage: str, trial: int | None = None, *, best: float | None = None,
-                 elapsed_s: float | None = None, **_: Any) -> None:
-        if self.bar is None:
-            from tqdm import tqdm  # noqa: PLC0415
-
-            self.bar = tqdm(total=round(self.budget_s, 1), unit="s", file=self.file or sys.stderr,
-                            bar_format="{desc} |{bar}| {n:.0f}/{total:.0f} s {postfix}")
-        elapsed = time.perf_counter() - self._start if elapsed_s is None else float(elapsed_s)
-        self.bar.n = min(round(elapsed, 1), self.bar.total)
-        self.bar.set_description_str(stage or "done", refresh=False)
-        left = max(self.budget_s - elapsed, 0.0)
-        parts = ([] if trial is None else [f"trial {trial}"]) + ([] if best is None else [f"best {best:.4g}"])
-        self.bar.set_postfix_str(", ".join(parts + [f"{left:.0f} s left"]), refresh=False)
-        self.bar.refresh()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _calibrate_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The checked options of ``dynacal calibrate`` (nothing runs before they are)."""
     settings = {"target": None, "board": None, "neurons": _neurons(args.neurons), "fitter": args.fitter,
@@ -174,21 +140,24 @@ def calibrate_command(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         target = _target(settings, folder, resume=mode == "resume")
         result = _fit(target, settings, folder, resume=mode == "resume")
-        for path in _saved(result.save(folder.path)):
-            folder.add(path, part="calibration")
-        study = folder.path / STUDY
-        if study.is_file():
-            folder.add(study, part="study")
+        if not (folder.path / "calibration.json").is_file():
+            result.save(folder.path)
+        # every file of the fit (calibration, study, checkpoints) is this run's: --overwrite removes them
+        for path in sorted(p for p in folder.path.iterdir() if p.is_file() and p.name != MANIFEST):
+            folder.add(path, part="calibration" if path.stem == "calibration" else "fit")
         folder.finish()
     _print_summary(result, args.out, time.perf_counter() - start)
     return 0
 
 
 def _clear_leftovers(out: Path, settings: dict) -> None:
-    """Files of the replaced run that its manifest may not list yet: a study written while it
-    ran (the new fit must not resume it) and a measured target (its own run folder)."""
+    """Files of the replaced run that its manifest may not list yet (it was interrupted): its
+    study and the fitter's checkpoints (the new fit must not resume them) and a measured
+    target (its own run folder)."""
     if settings["storage"] is None:
         (out / STUDY).unlink(missing_ok=True)
+    for checkpoint in out.glob("neurons.*.npz"):
+        checkpoint.unlink()
     if (out / "target" / MANIFEST).is_file():
         shutil.rmtree(out / "target")
 
@@ -207,7 +176,7 @@ def _target(settings: dict, folder: RunFolder, *, resume: bool):
     try:
         with ProgressBar("protocol") as progress:
             return Target.measure(backend, settings["neurons"], out=folder.path / "target", progress=progress,
-                                  **({"resume": True} if resume else {}))
+                                  heldout=heldout, mode="resume" if resume else "new")
     finally:
         getattr(backend, "close", lambda: None)()
 
@@ -215,18 +184,10 @@ def _target(settings: dict, folder: RunFolder, *, resume: bool):
 def _fit(target, settings: dict, folder: RunFolder, *, resume: bool):
     from dynacal.fitting.calibrate import CalibrationOptions, calibrate  # noqa: PLC0415
 
-    with CalibrationBar(settings["budget_s"]) as bar:
-        options = CalibrationOptions(fitter=settings["fitter"], storage=settings["storage"],
-                                     budget_s=settings["budget_s"], heldout=tuple(settings["heldout"]),
-                                     resume=resume, progress=bar)
-        return calibrate(target, None, options, out=folder.path)
-
-
-def _saved(path) -> list[Path]:
-    """The files ``result.save`` wrote: the JSON and the arrays beside it."""
-    path = Path(path)
-    json_path = path / "calibration.json" if path.is_dir() else path
-    return [p for p in (json_path, json_path.with_suffix(".npz")) if p.is_file()]
+    # the fitter's own bar (stderr, on a terminal) shows the stage, trial, best loss and time left
+    options = CalibrationOptions(fitter=settings["fitter"], storage=settings["storage"], budget_s=settings["budget_s"],
+                                 heldout=tuple(settings["heldout"]), resume=resume, progress=True)
+    return calibrate(target, None, options, out=folder.path)
 
 
 def _print_summary(result, out: str, wall_s: float) -> None:

@@ -3,7 +3,6 @@ output folder's rules, the verdict of ``verify`` on known calibrations, the prog
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 
 from dynacal import get_backend
 from dynacal.cli import main
-from dynacal.fitting.commands import CalibrationBar, parse_budget, parse_tolerance
+from dynacal.fitting.commands import parse_budget, parse_tolerance
 from dynacal.fitting.result import CalibrationResult
 from dynacal.protocols import HeldOut, layout
 
@@ -61,14 +60,6 @@ def test_an_output_folder_of_another_run_is_refused_and_left_alone(tmp_path, cap
 def test_units_of_budget_and_tolerance():
     assert parse_budget("600") == 600.0 and parse_budget("10 min") == 600.0 and parse_budget("90 s") == 90.0
     assert parse_tolerance("5%") == pytest.approx(0.05) and parse_tolerance("0.1") == pytest.approx(0.1)
-
-
-def test_the_bar_shows_stage_trial_best_loss_and_time_left():
-    out = io.StringIO()
-    with CalibrationBar(100.0, file=out) as bar:
-        bar("core values", 12, best=0.0321, elapsed_s=40.0)
-    text = out.getvalue()
-    assert "core values" in text and "trial 12" in text and "best 0.0321" in text and "60 s left" in text
 
 
 def test_report_of_a_folder_without_a_calibration(tmp_path, capsys):
