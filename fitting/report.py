@@ -12,7 +12,7 @@ the folder can be zipped, attached or served as it is:
 - ``truth.png``: fitted against true per-neuron values, where the truth is known (a twin
   target: :class:`dynacal.hardware.twin_chip.TwinChip` of its serial, under its codes);
 - ``identifiability.png``, ``convergence.png``, ``importance.png`` (Optuna's fANOVA
-  importances of each study in the storage).
+  importances of each study in the storage: the fit's trials stage by stage).
 
 A figure whose data the folder lacks is left out with the reason in its place. Figure
 drawing is in :mod:`.report_plots`; this module gathers the data and writes the page.
@@ -271,42 +271,41 @@ def _ident_section(data: _Data):
 
 
 def _convergence_section(data: _Data):
-    history = [h for h in (getattr(data.result, "history", None) or []) if _loss(h) is not None]
-    if history:
-        seconds = [h.get("elapsed_s", h.get("wall_s")) for h in history]
-        yield "convergence.png", rp.convergence_figure([_loss(h) for h in history], [str(h.get("stage", "fit"))
-                                                       for h in history],
-                                                       None if None in seconds else np.asarray(seconds)), \
-            "Loss of every evaluation of the fit, by stage, and the best so far."
+    studies = _studies(data)
+    trials = sorted(((t.datetime_complete, t.datetime_start, name.rsplit(".", 1)[-1], t.value) for name, study in studies
+                     for t in study.trials if t.value is not None and t.datetime_complete is not None))
+    if trials:
+        t0 = min(start for _, start, _, _ in trials)
+        yield "convergence.png", rp.convergence_figure([v for *_, v in trials], [s for _, _, s, _ in trials],
+                                                       np.array([(c - t0).total_seconds() for c, *_ in trials])), \
+            f"Loss of every trial of the {len(studies)} Optuna studies (one per stage; each stage scores its own " \
+            f"protocols, so the levels differ) and the best so far of each."
     else:
-        yield "convergence.png", "The calibration holds no history of its fit.", ""
-    yield from _importance(data)
+        yield "convergence.png", "No Optuna trials in the calibration's storage: no convergence plot.", ""
+    for k, (name, study) in enumerate(studies):
+        done = [t for t in study.trials if t.value is not None and t.params]
+        if len(done) < 2 or len({tuple(sorted(t.params.items())) for t in done}) < 2:
+            continue
+        import optuna  # noqa: PLC0415
+
+        importances = optuna.importance.get_param_importances(study)
+        yield f"importance-{k}.png", rp.importance_figure(importances, f"Study {name}"), \
+            f"Optuna's fANOVA importance of each parameter in study {name} ({len(done)} trials)."
 
 
-def _loss(entry: dict) -> float | None:
-    for key in ("loss", "value", "total", "best"):
-        if isinstance(entry.get(key), (int, float)):
-            return float(entry[key])
-    return None
-
-
-def _importance(data: _Data):
+def _studies(data: _Data) -> list:
+    """(name, study) of every single-objective study in the calibration's Optuna storage."""
     import optuna  # noqa: PLC0415
 
-    storage = (getattr(data.result, "options", None) or {}).get("storage")
+    provenance = getattr(data.result, "provenance", None) or {}
+    storage = provenance.get("storage") or (getattr(data.result, "options", None) or {}).get("storage")
     if not storage and (data.folder / "study.db").is_file():
         storage = f"sqlite:///{(data.folder / 'study.db').resolve()}"
-    if not storage:
-        yield "importance.png", "No Optuna study (none in the folder, no storage in the options).", ""
-        return
-    for k, summary in enumerate(optuna.get_all_study_summaries(storage)):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if len(done) < 2 or not any(t.params for t in done) or study._is_multi_objective():
-            continue
-        importances = optuna.importance.get_param_importances(study)
-        yield f"importance-{k}.png", rp.importance_figure(importances, f"Study {summary.study_name}"), \
-            f"Optuna's fANOVA importance of each parameter in study {summary.study_name} ({len(done)} trials)."
+    if not storage or (storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file()):
+        return []  # a moved folder's absolute path, or none: nothing to read (never create a database)
+    summaries = optuna.get_all_study_summaries(storage)
+    studies = [(s.study_name, optuna.load_study(study_name=s.study_name, storage=storage)) for s in summaries]
+    return [(n, st) for n, st in studies if len(st.directions) == 1]
 
 
 def _where(data: _Data) -> str:

@@ -207,7 +207,7 @@ def matrix_figure(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], 
 
 def convergence_figure(loss: np.ndarray, stage: Sequence[str] | None = None, seconds: np.ndarray | None = None,
                        figsize=(8, 4)):
-    """Each evaluation's loss (points) and the best so far (line), coloured by stage.
+    """Each evaluation's loss (points) and the best so far of its stage (line), by stage.
 
     Args:
         loss: (K,) the loss of each evaluation in order. stage: (K,) its stage name.
@@ -220,10 +220,10 @@ def convergence_figure(loss: np.ndarray, stage: Sequence[str] | None = None, sec
     ax = fig.add_subplot()
     for k, name in enumerate(dict.fromkeys(stage)):
         sel = np.array([s == name for s in stage])
-        ax.plot(x[sel], loss[sel], ".", color=f"C{k}", ms=4, alpha=0.6, label=name)
-    finite = np.where(np.isfinite(loss), loss, np.inf)
-    ax.plot(x, np.minimum.accumulate(finite), "k-", lw=2, label="best so far")
-    if np.all(finite[np.isfinite(finite)] > 0):
+        finite = np.where(np.isfinite(loss[sel]), loss[sel], np.inf)
+        ax.plot(x[sel], loss[sel], ".", color=f"C{k}", ms=4, alpha=0.5)
+        ax.step(x[sel], np.minimum.accumulate(finite), where="post", color=f"C{k}", lw=2, label=f"{name}: best so far")
+    if loss.size and np.all(loss[np.isfinite(loss)] > 0):
         ax.set_yscale("log")
     ax.set_xlabel("Evaluation" if seconds is None else "Wall time (s)")
     ax.set_ylabel("Loss")

@@ -49,13 +49,14 @@ def _calibration(folder: Path, target: Path, rec, *, spread: float) -> Calibrati
                                          "values": [[1.0, -0.8], [-0.8, 1.0]], "kind": "correlation"}},
         combinations=[{"name": "Isoma_dpi_tau/alpha_soma", "exponents": {"Isoma_dpi_tau": 1, "alpha_soma": -1},
                        "values": rng.uniform(1, 2, N)}],
-        options={"fitter": "optuna", "heldout": ["heldout"]}, provenance={"serial": SERIAL, "target": str(target)},
-        history=[{"stage": s, "loss": float(v), "elapsed_s": float(k)}
-                 for k, (s, v) in enumerate(zip(["core"] * 6 + ["neurons"] * 6, np.geomspace(3, 0.1, 12)))])
+        options={"fitter": "optuna", "heldout": ["heldout"]}, provenance={"serial": SERIAL, "target": str(target)})
     folder.mkdir(parents=True, exist_ok=True)
     result.save(folder)
-    study = optuna.create_study(storage=f"sqlite:///{folder / 'study.db'}", study_name="core", sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(lambda t: (t.suggest_float("x", 0, 1) - 0.3) ** 2 + 0.01 * t.suggest_float("y", 0, 1), n_trials=8)
+    for stage in ("fi", "refractory"):
+        study = optuna.create_study(storage=f"sqlite:///{folder / 'study.db'}", study_name=f"dynacal.{stage}",
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1) - 0.3) ** 2 + 0.01 * t.suggest_float("y", 0, 1),
+                       n_trials=8)
     return result
 
 
@@ -85,7 +86,8 @@ def test_every_section_has_its_figure(report):
     text = report.read_text()
     figures = re.findall(r'<img src="([^"]+)"', text)
     assert {"raster.png", "traces.png", "fi.png", "mismatch.png", "truth.png", "identifiability.png",
-            "identifiability-correlation.png", "convergence.png", "importance-0.png"} <= set(figures)
+            "identifiability-correlation.png", "convergence.png", "importance-0.png",
+            "importance-1.png"} <= set(figures)
     for name in figures:  # relative links to PNGs beside the page
         assert (report.parent / name).read_bytes()[:8] == PNG
     assert 'class="missing"' not in text
