@@ -108,3 +108,24 @@ def test_the_commands_do_not_make_import_dynacal_heavy():
     code = "import sys, dynacal.cli; dynacal.cli._parser(); print('dynacal.fitting' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_verify_on_the_twin_board_agrees_with_the_twins_truth_only(tmp_path, capsys):
+    from dynacal.hardware.biasgen import BIAS_NAMES
+    from dynacal.hardware.twin_chip import TwinChip
+
+    backend = get_backend("twin:7")
+    try:  # the codes the twin runs the held-out protocol with (the nominal map of its core biases)
+        codes = HeldOut(duration=0.05).run(backend, f"core0:{N}").metadata["board"]["codes"][0]["0,0"]
+    finally:
+        backend.close()
+    grid = np.zeros((4, 4, len(BIAS_NAMES), 2), dtype=np.int64)
+    grid[0, 0] = [codes[b] for b in BIAS_NAMES]
+    truth = TwinChip(7).layers(grid, [0])
+    neurons = np.stack([np.zeros(N, int), np.zeros(N, int), np.arange(N)], axis=1)
+    CalibrationResult(truth.core_values, truth.mismatch, neurons=neurons).save(tmp_path / "truth")
+    assert main(["verify", "--calibration", str(tmp_path / "truth"), "--board", "twin:7"]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[:3] == ["heldout", str(N), "0.00%"] and float(row[4].rstrip("%")) > 5  # uncalibrated: off
+    CalibrationResult({0: {"Isoma_dpi_tau": 4e-12}}, neurons=neurons).save(tmp_path / "nominal")
+    assert main(["verify", "--calibration", str(tmp_path / "nominal"), "--board", "twin:7"]) == 1
