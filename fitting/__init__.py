@@ -1,12 +1,17 @@
-"""dynacal.fitting: targets, search spaces, objectives, the Optuna and gradient fitters.
+"""dynacal.fitting: search spaces, objectives, the Optuna and gradient fitters.
 
 The core never imports this package.
 """
 
 from .cache import cache_key, find_cached, latest_for_serial, store
+from .identify import Combination, Identifiability, identifiability, identifiable_space
 from .noise import NoiseFloor, Spread, robust_loss
+from .objective import DEFAULT_WEIGHTS, Objective, Score
 from .result import CalibrationResult
+from .space import Parameter, SearchSpace
 from .target import Target
 
-__all__: list[str] = ["CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store",
-                      "Target", "NoiseFloor", "Spread", "robust_loss"]
+__all__: list[str] = ["Parameter", "SearchSpace", "Objective", "Score", "DEFAULT_WEIGHTS",
+                      "CalibrationResult", "cache_key", "find_cached", "latest_for_serial", "store",
+                      "Target", "NoiseFloor", "Spread", "robust_loss",
+                      "Combination", "Identifiability", "identifiability", "identifiable_space"]
