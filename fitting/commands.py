@@ -89,11 +89,16 @@ def _heldout(text: str) -> tuple[str, ...]:
 
 
 def _neurons(spec: str | None) -> str | None:
-    """``--neurons`` checked by the protocols' own parser (a NetworkError names the forms)."""
+    """``--neurons`` checked by the protocols' own parser (a NetworkError names the forms),
+    and to sit on one core: a calibration fits one core's values (before any measurement)."""
     if spec is not None:
         from dynacal.protocols import layout  # noqa: PLC0415
 
-        layout(spec)
+        cores = sorted(set(layout(spec).core.tolist()))
+        if len(cores) > 1:
+            raise ParameterError(f"--neurons {spec} spans cores {cores}; a calibration fits one core's biases at a "
+                                 f"time: run dynacal calibrate once per core (--neurons core{cores[0]}, "
+                                 f"core{cores[1]}, ...) into separate --out folders.")
     return spec
 
 

@@ -25,6 +25,7 @@ N = 6
     (["calibrate", "--board", "twin:abc", "--out", "o"], "twin:SERIAL"),
     (["calibrate", "--target", "nowhere", "--out", "o"], "does not exist"),
     (["calibrate", "--board", "twin", "--neurons", "core0:300", "--out", "o"], "core0:300"),
+    (["calibrate", "--board", "twin", "--neurons", "chip0", "--out", "o"], "one core's biases at a time"),
     (["calibrate", "--board", "twin", "--heldout", "helout", "--out", "o"], "heldout"),
     (["calibrate", "--board", "twin", "--storage", "study.db", "--out", "o"], "sqlite:///"),
     (["verify", "--calibration", "none.json", "--board", "twin", "--tolerance", "150%"], "(0, 1]"),
