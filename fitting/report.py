@@ -5,8 +5,9 @@ the target's recordings in ``DIR/target`` or where the manifest says, the Optuna
 writes ``report.html`` with its figures beside it as PNG files linked by relative paths, so
 the folder can be zipped, attached or served as it is:
 
-- ``raster.png``, ``traces.png``: the held-out protocol of the target against the simulator
-  before (the table's nominal values, no mismatch) and after calibration;
+- ``raster.png``, ``counts.png``, ``traces.png``: the held-out protocol of the target against
+  the simulator before (the table's nominal values, no mismatch) and after calibration:
+  rasters, every neuron's spike count, membrane traces;
 - ``fi.png``: per-neuron f-I curves, target against calibrated simulator (and before);
 - ``mismatch.png``: histograms of the fitted per-neuron factors (the true ones behind, on the twin);
 - ``truth.png``: fitted against true per-neuron values, where the truth is known (a twin
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 PAGE = "report.html"
 MAX_PANELS = 16  # neurons drawn one by one (f-I panels)
 TRACED = 3       # neurons whose traces are drawn
+WINDOW = 0.3     # s of the held-out protocol drawn as rasters and traces (spikes stay legible)
 
 
 @dataclasses.dataclass
@@ -145,24 +147,29 @@ def _raster_section(data: _Data):
     if rec is None:
         yield "raster.png", f"No held-out recording in the target ({_where(data)}): no raster.", ""
         return
-    runs = {"target": rec, "before": _simulate(data, rec, calibrated=False),
-            "after": _simulate(data, rec, calibrated=True)}
-    rasters = {k: (r.spike_time[r.spike_batch == 0], r.spike_neuron[r.spike_batch == 0]) for k, r in runs.items()}
-    name = (rec.metadata.get("protocol") or {}).get("name", "held out")
-    yield "raster.png", rp.raster_overlay(rasters, rec.n_neurons, rec.duration, f"{name}: target, before, after"), \
-        f"Spike rasters of the held-out protocol ({name}, set 0): the target, the simulator before calibration " \
-        f"(nominal values, no mismatch) and after."
     neurons = list(range(min(TRACED, rec.n_neurons)))
-    record = {"record": ["Isoma_mem"], "record_neurons": neurons}
+    record = {"record": ["Isoma_mem"], "record_neurons": neurons}  # every neuron's spikes, a few traces
     sims = {"before": _simulate(data, rec, calibrated=False, **record),
             "after": _simulate(data, rec, calibrated=True, **record)}
+    runs = {"target": rec, **sims}
+    rasters = {k: (r.spike_time[r.spike_batch == 0], r.spike_neuron[r.spike_batch == 0]) for k, r in runs.items()}
+    name = (rec.metadata.get("protocol") or {}).get("name", "held out")
+    shown = min(rec.duration, WINDOW)
+    yield "raster.png", rp.raster_overlay(rasters, rec.n_neurons, shown, f"{name}: target, before, after"), \
+        f"Spike rasters of the held-out protocol ({name}, set 0, the first {shown * 1e3:g} ms): the target, the " \
+        f"simulator before calibration (nominal values, no mismatch) and after."
+    from .verify import spike_counts  # noqa: PLC0415
+
+    yield "counts.png", rp.counts_scatter(spike_counts(rec), {k: spike_counts(runs[k]) for k in ("before", "after")}), \
+        "Spike count of every neuron over the whole held-out protocol, simulator against target, before and " \
+        "after calibration (the error dynacal verify checks)."
     traces = {k: np.stack([r.trace("Isoma_mem", neuron=n) for n in neurons], axis=1) for k, r in sims.items()}
     if "Isoma_mem" in rec.traces and all(n in set(rec.trace_neurons.tolist()) for n in neurons):
         traces = {"target": np.stack([rec.trace("Isoma_mem", neuron=n) for n in neurons], axis=1), **traces}
     t = np.arange(next(iter(traces.values())).shape[0]) * sims["after"].trace_every * rec.dt
     spikes = {k: [r.spike_time[(r.spike_batch == 0) & (r.spike_neuron == n)] for n in neurons]
               for k, r in {"target": rec, **sims}.items()}
-    yield "traces.png", rp.trace_overlay(t, traces, spikes, neurons), \
+    yield "traces.png", rp.trace_overlay(t, traces, spikes, neurons, window=WINDOW), \
         "Membrane current of the first neurons before and after calibration (the target's own trace where it has " \
         "one; a board has none), with each run's spikes as ticks."
 

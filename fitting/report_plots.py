@@ -15,7 +15,7 @@ import numpy as np
 
 from dynacal.plots import _new_figure
 
-__all__ = ["raster_overlay", "trace_overlay", "fi_grid", "mismatch_histograms", "truth_scatter",
+__all__ = ["raster_overlay", "counts_scatter", "trace_overlay", "fi_grid", "mismatch_histograms", "truth_scatter",
            "matrix_figure", "convergence_figure", "importance_figure", "COLORS"]
 
 #: One color per role, in every figure.
@@ -42,19 +42,44 @@ def raster_overlay(rasters: Mapping[str, tuple[np.ndarray, np.ndarray]], n_neuro
 
     Args:
         rasters: label -> (spike times (S,) in s, neuron indices (S,)).
-        n_neurons: neurons on the y axis. duration: run length, s.
+        n_neurons: neurons on the y axis. duration: the time drawn, s (from 0).
     """
     fig = _new_figure(figsize)
     axes = np.atleast_1d(fig.subplots(len(rasters), 1, sharex=True, squeeze=False).ravel())
     for k, (ax, (label, (t, n))) in enumerate(zip(axes, rasters.items())):
-        ax.plot(np.asarray(t) * 1e3, n, "|", color=_color(label, k), ms=2, alpha=0.7)
+        keep = np.asarray(t) <= duration
+        ax.plot(np.asarray(t)[keep] * 1e3, np.asarray(n)[keep], "|", color=_color(label, k), ms=2, alpha=0.7)
         ax.set_ylim(-0.5, n_neurons - 0.5)
         ax.set_ylabel("Neuron")
-        ax.set_title(f"{label}: {len(t)} spikes", fontsize="medium", loc="left")
+        ax.set_title(f"{label}: {int(keep.sum())} spikes", fontsize="medium", loc="left")
     axes[-1].set_xlim(0, duration * 1e3)
     axes[-1].set_xlabel("Time (ms)")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def counts_scatter(target: np.ndarray, runs: Mapping[str, np.ndarray], figsize=(5.5, 5)):
+    """Each neuron's spike count in the simulator against the target's (before, after), with
+    the median per-neuron error ``|sim - target| / max(target, 1)`` in the legend.
+
+    Args:
+        target: (N,) spike counts of the target. runs: label -> (N,) counts of a simulator run.
+    """
+    fig = _new_figure(figsize)
+    ax = fig.add_subplot()
+    target = np.asarray(target, dtype=float)
+    for k, (label, counts) in enumerate(runs.items()):
+        counts = np.asarray(counts, dtype=float)
+        err = float(np.median(np.abs(counts - target) / np.maximum(target, 1.0))) if target.size else float("nan")
+        ax.plot(target, counts, ".", color=_color(label, k), ms=5, alpha=0.7, label=f"{label}: median error {err:.1%}")
+    top = max([float(target.max(initial=0))] + [float(np.max(c, initial=0)) for c in runs.values()] + [1.0])
+    ax.plot([0, top], [0, top], "k:", lw=1)
+    ax.set_xlabel("Target spike count")
+    ax.set_ylabel("Simulator spike count")
+    ax.set_title("Spike count per neuron, held-out protocol")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
     return fig
 
 

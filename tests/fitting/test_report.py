@@ -85,7 +85,7 @@ def report(twin_target, tmp_path_factory):
 def test_every_section_has_its_figure(report):
     text = report.read_text()
     figures = re.findall(r'<img src="([^"]+)"', text)
-    assert {"raster.png", "traces.png", "fi.png", "mismatch.png", "truth.png", "identifiability.png",
+    assert {"raster.png", "counts.png", "traces.png", "fi.png", "mismatch.png", "truth.png", "identifiability.png",
             "identifiability-correlation.png", "convergence.png", "importance-0.png",
             "importance-1.png"} <= set(figures)
     for name in figures:  # relative links to PNGs beside the page
