@@ -130,3 +130,65 @@ def test_verify_on_the_twin_board_agrees_with_the_twins_truth_only(tmp_path, cap
     assert row[:3] == ["heldout", str(N), "0.00%"] and float(row[4].rstrip("%")) > 5  # uncalibrated: off
     CalibrationResult({0: {"Isoma_dpi_tau": 4e-12}}, neurons=neurons).save(tmp_path / "nominal")
     assert main(["verify", "--calibration", str(tmp_path / "nominal"), "--board", "twin:7"]) == 1
+
+
+# --- calibrate end to end, at small size ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_target(tmp_path_factory):
+    """8 neurons of twin:7: a short f-I curve and a short held-out drive, measured once."""
+    from dynacal.fitting import Target
+    from dynacal.protocols import FICurve
+
+    folder = tmp_path_factory.mktemp("target") / "t"
+    Target.measure("twin:7", f"core0:{N}", [FICurve(levels=(3e-10, 1e-9, 3e-9), duration=0.1, settle=0.02),
+                                             HeldOut(duration=0.2)], out=folder, repeats=1, progress=False)
+    return folder
+
+
+def _calibrate(target, out, *more):
+    return main(["calibrate", "--target", str(target), "--fitter", "optuna", "--budget", "15", "--out", str(out),
+                 *more])
+
+
+def test_calibrate_report_and_verify_end_to_end(small_target, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "out"
+    assert _calibrate(small_target, out) == 0
+    printed = capsys.readouterr().out
+    assert "calibrated" in printed and "dynacal report" in printed
+    result = CalibrationResult.load(out)
+    assert result.neurons.shape == (N, 3) and result.core_values
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert {"calibration.json", "calibration.npz", "study.db"} <= set(manifest["files"])
+    assert main(["report", str(out)]) == 0
+    assert (out / "report" / "report.html").is_file() and (out / "report" / "fi.png").is_file()
+    assert main(["verify", "--calibration", str(out), "--target", str(small_target), "--tolerance", "50%"]) in (0, 1)
+    assert "heldout" in capsys.readouterr().out
+    assert _calibrate(small_target, out, "--resume") == 0  # a finished run: nothing to do
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_an_interrupted_calibration_is_kept_and_resumed(small_target, tmp_path, monkeypatch, capsys):
+    import json
+
+    import dynacal.fitting.calibrate as fit
+
+    real, out = fit.calibrate, tmp_path / "out"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "calibrate", interrupted)
+    assert _calibrate(small_target, out) == 130
+    assert "interrupted; kept in" in capsys.readouterr().err
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+    assert _calibrate(small_target, out) == 2  # not without --resume (or --overwrite)
+    monkeypatch.setattr(fit, "calibrate", real)
+    assert main(["calibrate", "--target", str(small_target), "--fitter", "gradient", "--budget", "15", "--out",
+                 str(out), "--resume"]) == 2  # other options than the interrupted run's
+    assert "fitter" in capsys.readouterr().err
+    assert _calibrate(small_target, out, "--resume") == 0
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
