@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from dynacal._cli_support import ProgressBar, check_writable
 from dynacal._outdir import MANIFEST, RunFolder
@@ -252,8 +252,3 @@ def report_command(args: argparse.Namespace) -> int:
           f"{time.perf_counter() - start:.1f} s; open it in a browser")
     return 0
 
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a convenience for python -m
-    from dynacal.cli import main as cli_main  # noqa: PLC0415
-
-    return cli_main(argv)

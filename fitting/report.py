@@ -279,8 +279,9 @@ def _ident_section(data: _Data):
 
 def _convergence_section(data: _Data):
     studies = _studies(data)
-    trials = sorted(((t.datetime_complete, t.datetime_start, name.rsplit(".", 1)[-1], t.value) for name, study in studies
-                     for t in study.trials if t.value is not None and t.datetime_complete is not None))
+    trials = sorted((t.datetime_complete, t.datetime_start, name.rsplit(".", 1)[-1], t.value)
+                    for name, study in studies for t in study.trials
+                    if t.value is not None and t.datetime_complete is not None)
     if trials:
         t0 = min(start for _, start, _, _ in trials)
         yield "convergence.png", rp.convergence_figure([v for *_, v in trials], [s for _, _, s, _ in trials],
@@ -366,7 +367,8 @@ def _core_table(result, truth) -> str:
         for name, value in sorted(values.items()):
             err = f"{float(value) / true[name] - 1:+.1%}" if name in true and true[name] else ""
             rows.append(f"<tr><th>{int(core)}</th><th>{html.escape(name)}</th><td>{q(name, value)}</td>"
-                        f"<td>{q(name, PARAMETERS[name].default)}</td><td>{q(name, true.get(name))}</td><td>{err}</td></tr>")
+                        f"<td>{q(name, PARAMETERS[name].default)}</td><td>{q(name, true.get(name))}</td>"
+                        f"<td>{err}</td></tr>")
     return ("<h2>Core values</h2><table><tr><th>core</th><th>parameter</th><th>fitted</th><th>table default</th>"
             "<th>true (twin)</th><th>error</th></tr>" + "".join(rows) + "</table>")
 

@@ -38,8 +38,9 @@ def load_calibration(path: str | Path):
 
     p = Path(path)
     if not (p.is_file() or (p / "calibration.json").is_file()):
-        raise ParameterError(f"--calibration {path}: {'no such file' if not p.exists() else 'no calibration.json in it'}"
-                             f"; give the calibration.json written by dynacal calibrate (or its folder).")
+        what = "no such file" if not p.exists() else "no calibration.json in it"
+        raise ParameterError(f"--calibration {path}: {what}; give the calibration.json written by dynacal calibrate "
+                             f"(or its folder).")
     return CalibrationResult.load(p)
 
 
@@ -87,7 +88,7 @@ def _ok_mask(result, network) -> np.ndarray:
     if missing:
         core, nid = missing[0]
         raise ParameterError(f"the recording holds {len(missing)} neurons the calibration does not cover (first: core "
-                             f"{core} neuron {nid}); verify on the calibrated neurons (dynacal calibrate --neurons ...).")
+                             f"{core} neuron {nid}); verify on the calibrated neurons, or calibrate these (--neurons).")
     return np.array([ok[key] for key in keys], dtype=bool)
 
 
