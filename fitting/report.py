@@ -53,6 +53,7 @@ class _Data:
     result: Any
     recordings: dict[str, Recording]     # protocol name -> the target's recording
     target: Path | None
+    loaded: Any = None                   # the Target (cut to the calibrated neurons), None without one
 
 
 def find_target(folder: Path, result=None) -> Path | None:
@@ -71,16 +72,19 @@ def find_target(folder: Path, result=None) -> Path | None:
     return None
 
 
-def _recordings(target: Path | None, result) -> dict[str, Recording]:
-    """Protocol name -> the target's recording (held-out ones too), cut to the calibrated
-    neurons, in the calibration's order."""
+def _load_target(target: Path | None, result):
+    """The target cut to the calibrated neurons, in the calibration's order (None without one)."""
     if target is None:
-        return {}
+        return None
     from .target import Target  # noqa: PLC0415
 
     heldout = tuple((getattr(result, "options", None) or {}).get("heldout") or ("heldout",))
-    loaded = Target.load(target, neurons=np.asarray(result.neurons).reshape(-1, 3), heldout=heldout)
-    return {**loaded.recordings, **loaded.heldout}
+    return Target.load(target, neurons=np.asarray(result.neurons).reshape(-1, 3), heldout=heldout)
+
+
+def _recordings(loaded) -> dict[str, Recording]:
+    """Protocol name -> the target's recording, held-out ones too."""
+    return {} if loaded is None else {**loaded.recordings, **loaded.heldout}
 
 
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
@@ -100,7 +104,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     redo = old.is_file() and json.loads(old.read_text()).get("command") == "dynacal report"
     result = CalibrationResult.load(folder)
     target = find_target(folder, result)
-    data = _Data(folder, result, _recordings(target, result), target)
+    loaded = _load_target(target, result)
+    data = _Data(folder, result, _recordings(loaded), target, loaded)
     with RunFolder(out, "dynacal report", {"folder": str(folder.resolve())}, mode="overwrite" if redo else "new",
                    option="--out") as run:
         start = time.perf_counter()
@@ -257,10 +262,13 @@ def _fitted_core(result) -> set[str]:
 
 def _ident_section(data: _Data):
     """The identifiability matrices as ``fitting.identify.Identifiability.to_dict`` wrote them."""
-    ident = getattr(data.result, "identifiability", None) or {}
+    ident, computed = getattr(data.result, "identifiability", None) or {}, False
+    if not isinstance(ident.get("matrix"), dict) and data.loaded is not None:
+        ident, computed = _identifiability(data), True
     matrices = [(key, ident[key]) for key in ("matrix", "correlation") if isinstance(ident.get(key), dict)]
     if not matrices:
-        yield "identifiability.png", "The calibration holds no identifiability analysis.", ""
+        yield "identifiability.png", "The calibration holds no identifiability analysis, and has no target to " \
+            "compute one from.", ""
         return
     combos = "; ".join(c.get("name", "?") for c in (getattr(data.result, "combinations", None) or []))
     loose = "; ".join(f"{k} (would need {' or '.join(v) or 'no dynacal protocol'})"
@@ -274,7 +282,20 @@ def _ident_section(data: _Data):
         yield name, rp.matrix_figure(m["values"], m["rows"], m["columns"], title, signed=signed), \
             f"{title}" + (f"; median rank {rank:g} of {len(m['columns'])}" if rank is not None and not signed else "") \
             + f". Identifiable combinations: {combos or 'none reported'}." \
-            + (f" Not constrained: {loose}." if loose and not signed else "")
+            + (f" Not constrained: {loose}." if loose and not signed else "") \
+            + (" (Computed by the report at the fitted values: the calibration holds none.)" if computed else "")
+
+
+def _identifiability(data: _Data) -> dict:
+    """The identifiability of the fitted parameters at the fitted per-neuron values, from
+    the target's protocols (``fitting.identify``), for a calibration that holds none."""
+    from .identify import identifiability  # noqa: PLC0415
+
+    names = sorted(_fitted_core(data.result) | set(data.result.mismatch or {}))
+    if not names:
+        return {}
+    at = {n: np.asarray(data.result.per_neuron[n], dtype=float) for n in names}
+    return identifiability(data.loaded, names, at).to_dict()
 
 
 def _convergence_section(data: _Data):

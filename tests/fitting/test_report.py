@@ -16,7 +16,7 @@ import pytest
 
 from dynacal import get_backend
 from dynacal.errors import ParameterError
-from dynacal.fitting.report import PAGE, _Data, _recordings, find_target, twin_truth, write_report
+from dynacal.fitting.report import PAGE, _Data, _load_target, _recordings, find_target, twin_truth, write_report
 from dynacal.fitting.result import CalibrationResult
 from dynacal.hardware.biasgen import BIAS_NAMES
 from dynacal.hardware.twin_chip import TwinChip
@@ -101,7 +101,7 @@ def test_the_twin_truth_is_the_chip_behind_the_target(twin_target, tmp_path):
 
     rec = Recording.load(twin_target / "heldout.h5")
     result = _calibration(tmp_path / "cal", twin_target, rec, spread=0.0)
-    data = _Data(tmp_path / "cal", result, _recordings(twin_target, result), twin_target)
+    data = _Data(tmp_path / "cal", result, _recordings(_load_target(twin_target, result)), twin_target)
     truth = twin_truth(data)
     expected = _twin_truth_layers(rec)
     for name in FITTED:  # an exact calibration: fitted == true, neuron by neuron
@@ -170,3 +170,13 @@ def test_every_figure_loads_in_headless_chromium(report):
     widths = dict(item.rsplit("=", 1) for item in found.group(1).split())
     assert set(widths) == set(re.findall(r'<img src="([^"]+)"', report.read_text()))
     assert all(int(w) > 0 for w in widths.values()), widths
+
+
+def test_a_calibration_without_identifiability_gets_it_computed_from_its_target(twin_target, tmp_path):
+    from dynacal.recording import Recording
+
+    result = _calibration(tmp_path / "cal", twin_target, Recording.load(twin_target / "heldout.h5"), spread=0.0)
+    result.identifiability = {}
+    result.save(tmp_path / "cal")
+    text = write_report(tmp_path / "cal").read_text()
+    assert '<img src="identifiability.png"' in text and "Computed by the report at the fitted values" in text
