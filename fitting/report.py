@@ -359,11 +359,14 @@ def _page(data: _Data, sections, draw_s: float) -> str:
     provenance = getattr(result, "provenance", None) or {}
     n = len(np.asarray(result.neurons).reshape(-1, 3))
     ok = int(np.sum(np.asarray(result.ok, dtype=bool)))
-    head = [f"<h1>Calibration of {e(str(provenance.get('serial', 'a chip')))}</h1>",
-            f"<p>{n} neurons, {ok} calibrated; target {e(_where(data))}; fitter "
-            f"{e(str((getattr(result, 'options', None) or {}).get('fitter', '?')))}; wall time "
-            f"{e(str(provenance.get('wall_s', '?')))} s. Report drawn in {draw_s:.1f} s.</p>", _quality(result),
-            _core_table(result, twin_truth(data))]
+    serial = provenance.get("serial")
+    fitter = (getattr(result, "options", None) or {}).get("fitter")
+    wall = provenance.get("wall_s")
+    facts = [f"{n} neurons, {ok} calibrated", f"target {_where(data)}"] + ([f"fitter {fitter}"] if fitter else []) \
+        + ([f"fit wall time {float(wall):.0f} s"] if isinstance(wall, (int, float)) else []) \
+        + [f"report drawn in {draw_s:.1f} s"]
+    head = [f"<h1>Calibration of {e('board serial ' + str(serial) if serial is not None else 'a chip')}</h1>",
+            f"<p>{e('; '.join(facts))}.</p>", _quality(result), _core_table(result, twin_truth(data))]
     body = []
     for title, items in sections:
         body.append(f"<h2>{e(title)}</h2>")
@@ -398,5 +401,5 @@ def _quality(result) -> str:
     rows = "".join(f"<tr><th>{html.escape(p)}</th><td>{q.get('median', float('nan')):.4g}</td></tr>"
                    for p, q in (getattr(result, "quality", None) or {}).items())
     failed = "; ".join(f"{html.escape(str(k))}: {len(v)}" for k, v in (result.failed or {}).items() if len(v))
-    return (f"<table><tr><th>protocol</th><th>median per-neuron loss</th></tr>{rows}</table>"
-            + (f"<p>Failed neurons: {failed}</p>" if failed else ""))
+    table = f"<table><tr><th>protocol</th><th>median per-neuron loss</th></tr>{rows}</table>" if rows else ""
+    return table + (f"<p>Failed neurons: {failed}</p>" if failed else "")
