@@ -13,7 +13,7 @@ N = 12
 NEURONS = f"core0:{N}"
 #: the hidden chip: core values and per-neuron factors
 TRUTH = {"Isoma_dpi_tau": 8e-12, "alpha_soma": 5.0, "soma_refP": 4e-3}
-FI = FICurve(duration=0.15, settle=0.03, levels=tuple(float(x) for x in np.geomspace(2e-10, 5e-9, 5)))
+FI = FICurve(duration=0.3, settle=0.05, levels=tuple(float(x) for x in np.geomspace(1e-10, 1e-8, 10)))
 REFRACTORY = Refractory()
 
 
