@@ -28,7 +28,7 @@ from typing import Any
 
 from dynacal._cli_support import ProgressBar, check_writable
 from dynacal._outdir import MANIFEST, RunFolder
-from dynacal.errors import ParameterError, RecordingError
+from dynacal.errors import DynacalError, ParameterError, RecordingError
 from dynacal.units import parse_quantity
 
 __all__ = ["run", "parse_budget", "parse_tolerance", "parse_board", "COMMANDS"]
@@ -133,7 +133,10 @@ def calibrate_command(args: argparse.Namespace) -> int:
     settings = _calibrate_settings(args)
     check_writable(args.out, "--out", folder=True)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    folder = RunFolder(args.out, "dynacal calibrate", settings, mode=mode, option="--out")
+    # the budget is left out of the options a resumed run must repeat: resuming with a larger one
+    # continues the same studies (the result's options record the budget it ran with)
+    folder = RunFolder(args.out, "dynacal calibrate", {k: v for k, v in settings.items() if k != "budget_s"},
+                       mode=mode, option="--out")
     if mode == "overwrite":
         _clear_leftovers(folder.path, settings)
     with folder:
@@ -144,7 +147,13 @@ def calibrate_command(args: argparse.Namespace) -> int:
             return 0
         start = time.perf_counter()
         target = _target(settings, folder, resume=mode == "resume")
-        result = _fit(target, settings, folder, resume=mode == "resume")
+        try:
+            result = _fit(target, settings, folder, resume=mode == "resume")
+        except DynacalError as exc:
+            if settings["board"] is None:
+                raise
+            raise type(exc)(f"{exc} (the measurements are kept in {folder.path / 'target'}: rerun with --resume, a "
+                            f"larger --budget is allowed, to fit them without measuring again)") from exc
         if not (folder.path / "calibration.json").is_file():
             result.save(folder.path)
         # every file of the fit (calibration, study, checkpoints) is this run's: --overwrite removes them
