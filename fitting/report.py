@@ -249,11 +249,20 @@ def _truth_section(data: _Data):
         yield "truth.png", "The truth is known only on a twin target: no fitted-vs-true scatter.", ""
         return
     fitted = {n: np.asarray(v, dtype=float) for n, v in data.result.per_neuron.items()}
-    names = [n for n in fitted if n in truth["values"] and np.all(np.isfinite(truth["values"][n]))
-             and (n in _factors(data.result) or n in _fitted_core(data.result))]
-    yield "truth.png", rp.truth_scatter({n: fitted[n] for n in names}, truth["values"]), \
-        "Fitted against true effective per-neuron values (core value x factor) on the twin, for the fitted " \
-        "parameters; identity dotted."
+    # per-neuron parameters only: a core value without mismatch is one number (the core table has it)
+    names = [n for n in _factors(data.result) if n in truth["values"] and np.all(np.isfinite(truth["values"][n]))]
+    pairs = {n: (fitted[n], truth["values"][n]) for n in names}
+    for combo in getattr(data.result, "combinations", None) or []:
+        exps = combo.get("exponents") or {}
+        if exps and all(p in truth["values"] for p in exps) and combo.get("values") is not None:
+            true = np.prod([truth["values"][p] ** float(e) for p, e in exps.items()], axis=0)
+            pairs[combo.get("name", " x ".join(exps))] = (np.asarray(combo["values"], dtype=float), true)
+    if not pairs:
+        yield "truth.png", "The calibration fitted no per-neuron value to compare with the twin's truth.", ""
+        return
+    yield "truth.png", rp.truth_scatter({k: f for k, (f, _) in pairs.items()}, {k: t for k, (_, t) in pairs.items()}), \
+        "Fitted against true per-neuron effective values (core value x factor) on the twin, for the parameters " \
+        "with fitted mismatch and the identifiable combinations; identity dotted. Core values: the table above."
 
 
 def _fitted_core(result) -> set[str]:

@@ -182,7 +182,7 @@ def mismatch_histograms(factors: Mapping[str, np.ndarray], truth: Mapping[str, n
 
 
 def truth_scatter(fitted: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray], columns: int = 3, figsize=None):
-    """Fitted against true per-neuron values (log-log) with the identity line; each title
+    """Fitted against true per-neuron values (log axes over wide ranges) with the identity line; each title
     gives the relative RMS error and the correlation.
 
     Args:
@@ -194,9 +194,14 @@ def truth_scatter(fitted: Mapping[str, np.ndarray], true: Mapping[str, np.ndarra
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         f, t = np.asarray(fitted[name], dtype=float), np.asarray(true[name], dtype=float)
-        ax.loglog(t, f, ".", color=COLORS["after"], ms=4, alpha=0.7)
         span = [min(t.min(), f.min()), max(t.max(), f.max())]
-        ax.loglog(span, span, "k:", lw=1)
+        ax.plot(t, f, ".", color=COLORS["after"], ms=4, alpha=0.7)
+        ax.plot(span, span, "k:", lw=1)
+        if span[0] > 0 and span[1] / span[0] > 20:  # log axes for wide ranges; a narrow one reads better linear
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            ax.ticklabel_format(style="sci", scilimits=(-2, 3))
         corr = float(np.corrcoef(np.log(t), np.log(f))[0, 1]) if t.size > 1 and np.ptp(t) > 0 else float("nan")
         ax.set_title(f"{name}\nrel RMS {_rel_rms(f, t):.1%}, r = {corr:.3f}", fontsize="small")
         ax.set_xlabel("true")
