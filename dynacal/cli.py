@@ -1,4 +1,5 @@
-"""The ``dynacal`` command line: ``compare``, ``characterize``, ``bench`` and ``import``.
+"""The ``dynacal`` command line: ``compare``, ``characterize``, ``bench``, ``import``, ``board``, and
+``calibrate`` / ``verify`` / ``report`` (run by :mod:`dynacal.fitting.commands`, imported only then).
 
 Human units live here (ms, pA, Hz on the command line and in the printout); everything
 passed on to the library is SI. This is the only module that prints.
