@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._files import atomic_hdf5, open_hdf5
+from .files import atomic_hdf5, open_hdf5
 from .chip import Connections, Network
 from .errors import DynacalError, RecordingError
 from .stimulus import Stimulus

@@ -11,7 +11,7 @@ commands follow the same rule) opens it with :class:`RunFolder`:
 - a folder that holds another run (a manifest with files, or any other file) is refused
   unless told ``resume`` (finished parts whose options and hashes match are reused) or
   ``overwrite`` (the old run's files are removed first);
-- files are written atomically (:mod:`dynacal._files`): nothing the user had is replaced
+- files are written atomically (:mod:`dynacal.files`): nothing the user had is replaced
   by a partial file; the temporary files of a run killed outright (``kill -9``) are
   removed when the folder is opened next.
 
@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._files import atomic_write
+from .files import atomic_write
 from .errors import ParameterError
 
 __all__ = ["RunFolder", "MANIFEST", "MODES", "Terminated", "terminate_on_sigterm", "check_interrupt",
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = "dynacal-run/1"
 MODES = ("new", "resume", "overwrite")
-# the temporary names of _files.atomic_write / atomic_hdf5: .<name>.<12 hex>.tmp
+# the temporary names of files.atomic_write / atomic_hdf5: .<name>.<12 hex>.tmp
 _TMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 

@@ -1,19 +1,32 @@
 """Reading and checking a recording file (``Recording.load``): every part of the file is
 checked for type, shape, range and finiteness, so that a damaged or foreign file is a
 :class:`~dynacal.errors.RecordingError` naming the part, not a failure far from the cause.
+
+Writing the traces (``Recording.save``): in slabs of time steps of at most ``SLAB_BYTES``,
+so that a big save needs no float64 copy of a whole trace and shows its progress
+(:mod:`dynacal._progress`: a bar once it will take longer than a few seconds); the sizes
+are checked against the free disk space first (:func:`check_disk`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import _progress
 from .errors import RecordingError
 from .params import STATE_NAMES
 
-__all__ = ["READABLE_VERSIONS", "read_fields", "check_traces"]
+__all__ = ["READABLE_VERSIONS", "read_fields", "check_traces", "write_traces", "check_disk", "SLAB_BYTES"]
+
+log = logging.getLogger(__name__)
+#: float64 bytes of trace written per h5py call: bounds a save's extra memory and paces its progress.
+SLAB_BYTES = 64 * 2 ** 20
 
 READABLE_VERSIONS = (1, 2)
 
@@ -80,3 +93,43 @@ def _whole(value, key: str, where: str) -> int:
     if v.shape != () or v.dtype.kind not in "iu":
         raise RecordingError(f"{where}: attribute {key} = {v.tolist()!r} is not an integer; the file is damaged.")
     return int(v)
+
+
+def write_traces(group, traces, what: str) -> None:
+    """Write each (T_rec, B, R) trace into ``group`` as float64, gzip, in slabs of rows.
+
+    The datasets are created with the shape and chunking h5py chooses for the whole array,
+    so the file is the same as one written in a single call.
+
+    Args:
+        group: the h5py group ``/traces``.
+        traces: name -> tensor (T_rec, B, R), any float dtype and device.
+        what: the file's name, for the progress bar.
+    """
+    total = sum(int(v.numel()) for v in traces.values()) * 8
+    with _progress.Progress(total, f"saving {what}", unit="B") as progress:
+        for name, value in traces.items():
+            v = value.detach()
+            ds = group.create_dataset(name, shape=tuple(v.shape), dtype="f8", compression="gzip")
+            row = 8 * max(1, int(v[0].numel()) if v.shape[0] else 1)
+            step = max(1, SLAB_BYTES // row)
+            for start in range(0, v.shape[0], step):
+                slab = v[start:start + step]
+                ds[start:start + slab.shape[0]] = slab.cpu().double().numpy()
+                progress.update(int(slab.numel()) * 8)
+
+
+def check_disk(path: Path, n_bytes: int) -> None:
+    """Warn, before a save, when ``n_bytes`` (the arrays before compression) exceed the free
+    space of ``path``'s disk: compression may still make it fit, so this is not refused."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if n_bytes > free:
+        log.warning("saving %s: its arrays are %.3g GiB before compression and %s has %.3g GiB free; if the save "
+                    "fails for space, record fewer traces (record_every, record_neurons), fewer sets, or save "
+                    "elsewhere", path.name, n_bytes / 2 ** 30, folder, free / 2 ** 30)

@@ -18,19 +18,17 @@ import torch
 
 from dynacal import Chip, Experiment, Params, Stimulus
 from dynacal.chip import CORES_PER_CHIP, NEURONS_PER_CORE
+from dynacal.seed import SEED_WEIGHTS, seed_experiment as notebook_experiment
 
-__all__ = ["SEED_WEIGHTS", "SCALE_BIASES", "seed_experiment", "scale_experiment", "batch_experiment", "poisson_events"]
+__all__ = ["SCALE_BIASES", "seed_experiment", "scale_experiment", "batch_experiment", "poisson_events"]
 
-#: Integer weights of the seed notebook's four inputs, in ``SYNAPSE_TYPES`` order.
-SEED_WEIGHTS = {"nmda": 10, "ampa": 5, "gaba_a": 1, "gaba_b": 2}
 
 
 def seed_experiment(n_steps: int = 1000, rate_hz: float = 80.0, dt: float = 1e-4, seed: int = 0) -> Experiment:
-    """The seed notebook's experiment (``dynacal.compare.seed_experiment``): 1 neuron on
-    Core_1, four Poisson inputs at ``rate_hz``, weights NMDA 10, AMPA 5, GABA_A 1, GABA_B 2,
-    ``n_steps`` steps of ``dt`` s."""
-    from .compare import seed_experiment as build
-    return build(seed=seed, duration=n_steps * dt, rate=rate_hz, dt=dt)
+    """The seed notebook's experiment (:func:`dynacal.seed.seed_experiment`) given in steps:
+    1 neuron on Core_1, four Poisson inputs at ``rate_hz``, weights NMDA 10, AMPA 5, GABA_A 1,
+    GABA_B 2, ``n_steps`` steps of ``dt`` s."""
+    return notebook_experiment(seed=seed, duration=n_steps * dt, rate=rate_hz, dt=dt)
 
 
 def poisson_events(rates_hz: np.ndarray, n_steps: int, dt: float, seed: int) -> Stimulus:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._files import atomic_write
+from .files import atomic_write
 from ._outdir import RunFolder
 from .errors import ParameterError, RecordingError
 from .experiment import Experiment

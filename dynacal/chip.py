@@ -28,7 +28,7 @@ import torch
 
 from ._checks import index_array as _index_array, integer as _integer
 from .errors import NetworkError, ParameterError, unknown_name
-from .params import PARAMETERS, SYNAPSE_TYPES, Params, _to_tensor, _check
+from .params import PARAMETERS, SYNAPSE_TYPES, Params, to_tensor, check_values
 
 __all__ = ["Chip", "Network", "Connections", "NeuronGroup", "InputGroup", "Synapses",
            "NEURONS_PER_CORE", "CORES_PER_CHIP", "FAN_IN", "synapse_index", "parse_core"]
@@ -391,10 +391,10 @@ class Chip:
         for name, value in values.items():
             if name not in PARAMETERS:
                 raise unknown_name("parameter", name, PARAMETERS)
-            t = _to_tensor(name, value, torch.float64, "cpu")
+            t = to_tensor(name, value, torch.float64, "cpu")
             if t.numel() != 1:
                 raise ParameterError(f"{name}: a bias or state set here is one value; got shape {tuple(t.shape)}.")
-            _check(name, t, text=value)
+            check_values(name, t, text=value)
             out[name] = float(t)
         return out
 

@@ -22,7 +22,7 @@ import sys
 from typing import Any, Sequence
 
 from ._cli_support import ProgressBar, check_writable, internal_error, version
-from ._outdir import Terminated, interrupt_handled, terminate_on_sigterm
+from ._outdir import RunFolder, Terminated, interrupt_handled, terminate_on_sigterm
 from .errors import DynacalError, ParameterError, unknown_name
 from .params import SYNAPSE_TYPES
 from .units import format_quantity, parse_quantity
@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="use a recorded input raster instead of Poisson inputs: keys input_spikes (uint8, (4, T), "
                    "rows nmda, ampa, gaba_a, gaba_b), dt (s), optional weights (4,) and Isoma_const (A)")
     c.add_argument("--out", default="compare-out", metavar="DIR", help="output folder (default compare-out)")
+    _add_run_folder(c)
     c.set_defaults(run=_compare)
 
     h = sub.add_parser("characterize", help="run characterisation protocols and write features and figures",
@@ -197,7 +198,7 @@ def _importable(module: str) -> bool:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from . import compare as cmp  # noqa: PLC0415  (keeps `import dynacal.cli` light)
+    from . import compare as cmp, seed  # noqa: PLC0415  (keeps `import dynacal.cli` light)
 
     specs, explicit = _backends(args.backends)
     substeps = _substeps(args, specs) or 1
@@ -211,9 +212,9 @@ def _compare(args: argparse.Namespace) -> int:
         if given:
             raise ParameterError(f"{', '.join(given)} cannot be combined with --inputs: the input file sets the "
                                  f"spikes and the duration (T steps x dt); drop {' and '.join(given)}.")
-        experiment = cmp.experiment_from_npz(args.inputs, weights)
+        experiment = seed.experiment_from_npz(args.inputs, weights)
     else:
-        experiment = cmp.seed_experiment(
+        experiment = seed.seed_experiment(
             seed=0 if args.seed is None else args.seed,
             duration=0.1 if args.duration is None else _duration(args.duration),
             rate=80.0 if args.rate is None else parse_quantity(args.rate, "Hz", name="--rate"),
@@ -226,35 +227,46 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"dynacal compare: {experiment.name}: {format_quantity(experiment.duration, 's')} at dt = "
           f"{format_quantity(experiment.dt, 's')} ({experiment.n_steps} steps), {stim.steps.size} input spikes; "
           f"torch in {args.dtype} on {args.device}" + (f", {substeps} substeps" if substeps > 1 else ""))
-    def progress(label: str, run) -> None:
-        if run is None:
-            print(f"  running {label} ...", end="", flush=True)
-            return
+    backends = cmp.resolve_backends(specs, args.dtype, args.device, substeps)  # before the folder is made
+    options = {"backends": specs, "dtype": args.dtype, "device": args.device, "substeps": substeps,
+               "experiment": experiment.content_hash()}
+    with RunFolder(args.out, "dynacal compare", options, mode=_mode(args), option="--out") as folder:
+        runs = cmp.compare(backends, experiment, dtype=args.dtype, device=args.device, progress=_compare_progress,
+                           substeps=substeps, done=cmp.load_runs(folder, specs),
+                           on_run=lambda run: cmp.save_run(run, folder))
+        print("  (wall times; the first run includes code generation, compilation and JIT)")
+        labels = list(runs)
+        agreements = [cmp.agreement(runs[labels[0]].recording, runs[b].recording, labels=(labels[0], b))
+                      for b in labels[1:]]
+        for result in agreements:
+            _print_agreement(result, runs)
+        if not agreements:
+            print(f"one backend ran ({labels[0]}): nothing to compare; its spike steps: "
+                  f"{_steps(runs[labels[0]].recording.spike_step.tolist())}")
+        from . import plots  # noqa: PLC0415  (matplotlib only when figures are made)
+
+        info = {"command": "dynacal compare", "argv": sys.argv[1:], "experiment": experiment.summary(),
+                "dtype": args.dtype, "device": args.device, "substeps": substeps, "inputs": args.inputs}
+        cmp.save_metrics(runs, agreements, folder, info)
+        traced = _traced(runs)
+        if traced:
+            for path in plots.save_figures(traced, folder.path):
+                folder.add(path)
+        folder.finish()
+    print(f"wrote {args.out}/: {' '.join(sorted(folder.files))}")
+    return 0 if all(a["verdict"] == "agree" for a in agreements) else 1
+
+
+def _compare_progress(label: str, run) -> None:
+    if run is None:
+        print(f"  running {label} ...", end="", flush=True)
+    elif run.reused:
+        print(f" reused from the interrupted run (warm run {run.wall_s:.4f} s, {run.recording.spike_step.size} "
+              f"spikes)", flush=True)
+    else:
         note = "" if run.deterministic else "; NOT deterministic: its two runs differ"
         print(f" first run {run.first_wall_s:.3f} s, warm run {run.wall_s:.4f} s, "
               f"{run.recording.spike_step.size} spikes{note}", flush=True)
-
-    runs = cmp.compare(specs, experiment, dtype=args.dtype, device=args.device, progress=progress,
-                       substeps=substeps)
-    print("  (wall times; the first run includes code generation, compilation and JIT)")
-    labels = list(runs)
-    agreements = [cmp.agreement(runs[labels[0]].recording, runs[b].recording, labels=(labels[0], b))
-                  for b in labels[1:]]
-    for result in agreements:
-        _print_agreement(result, runs)
-    if not agreements:
-        print(f"one backend ran ({labels[0]}): nothing to compare; its spike steps: "
-              f"{_steps(runs[labels[0]].recording.spike_step.tolist())}")
-    from . import plots  # noqa: PLC0415  (matplotlib only when figures are made)
-
-    info = {"command": "dynacal compare", "argv": sys.argv[1:], "experiment": experiment.summary(),
-            "dtype": args.dtype, "device": args.device, "substeps": substeps, "inputs": args.inputs}
-    written = cmp.save_results(runs, agreements, args.out, info)
-    traced = _traced(runs)
-    if traced:
-        written += plots.save_figures(traced, args.out)
-    print(f"wrote {args.out}/: {' '.join(sorted(p.name for p in written))}")
-    return 0 if all(a["verdict"] == "agree" for a in agreements) else 1
 
 
 def _traced(runs) -> dict:
@@ -302,7 +314,7 @@ def _characterize(args: argparse.Namespace) -> int:
     substeps = _substeps(args, [args.backend])
     backend = get_backend(args.backend, **({"substeps": substeps} if substeps is not None else {}))
     print(f"dynacal characterize: {', '.join(names)} on {n} neurons ({args.neurons}), backend {args.backend}")
-    mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    mode = _mode(args)
     from . import _progress  # noqa: PLC0415
 
     # the bar appears once the folder is open (none before a refusal); long eager runs show theirs under it
@@ -325,6 +337,10 @@ def _add_run_folder(p: argparse.ArgumentParser) -> None:
                    "options and make the rest")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (without it, a folder that holds another run is refused)")
+
+
+def _mode(args: argparse.Namespace) -> str:
+    return "resume" if args.resume else "overwrite" if args.overwrite else "new"
 
 
 def interrupted(exc: KeyboardInterrupt) -> str:
@@ -356,7 +372,7 @@ def _bench(args: argparse.Namespace) -> int:
     # the benchmark module knows its columns best; a generic table otherwise
     print(bench.format_table(records) if hasattr(bench, "format_table") else _table(records))
     if args.json:
-        from ._files import atomic_write  # noqa: PLC0415
+        from .files import atomic_write  # noqa: PLC0415
 
         text = json.dumps(records, indent=2, default=str) + "\n"
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
@@ -422,7 +438,7 @@ def _add_board(sub) -> None:
 
 
 def _board_check(args: argparse.Namespace) -> int:
-    from ._files import atomic_write  # noqa: PLC0415
+    from .files import atomic_write  # noqa: PLC0415
     from .backends.registry import get_backend  # noqa: PLC0415
 
     spec = args.backend

@@ -1,12 +1,7 @@
-"""The seed experiment and the comparison of backends on it (``dynacal compare``).
+"""The comparison of backends on one experiment (``dynacal compare``).
 
-The seed notebook of the project ran one Dynap-SE1 neuron (Core_1, ``Isoma_th`` = 2000 pA,
-``Isoma_pfb_th`` = 1000 pA) driven by four Poisson inputs at 80 Hz, one per synapse type
-(weights NMDA 10, AMPA 5, GABA_A 1, GABA_B 2), for 100 ms at dt = 100 us, once in the
-Brian2 DynapSE simulator and once in PyTorch, and overlaid the currents. This module builds
-that experiment (:func:`seed_experiment`, or :func:`experiment_from_npz` for a recorded
-input raster), runs it on several backends (:func:`compare`) and measures how far apart
-they are (:func:`agreement`):
+This module runs an experiment (usually the seed notebook's, :mod:`dynacal.seed`) on
+several backends (:func:`compare`) and measures how far apart they are (:func:`agreement`):
 
 - ``max_rel_diff``: the largest ``|a - b| / max(|a|, |b|)`` over all steps (0 where both
   are 0);
@@ -15,6 +10,10 @@ they are (:func:`agreement`):
 - the verdict is *agree* when the spike steps are identical and every trace is within
   the tolerance of the lower precision of the two runs (``TOLERANCE``: 1e-9 relative
   in float64, 1e-5 in float32).
+
+The output folder is a :class:`~dynacal._outdir.RunFolder`: each backend's files are
+written (:func:`save_run`) as soon as it finished, so an interrupted comparison keeps them,
+and :func:`load_runs` reads them back to finish it (``--resume``) without running them again.
 
 Library code here logs and never prints; the CLI prints.
 """
@@ -25,35 +24,31 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._files import atomic_write
+from ._outdir import RunFolder
+from .files import atomic_write
 from .backends.registry import get_backend
-from .chip import Chip
-from .errors import ParameterError, unknown_name
+from .errors import ParameterError
 from .experiment import Experiment
-from .inputfile import NPZ_KEYS, read_inputs
-from .params import STATE_NAMES, SYNAPSE_TYPES
+from .params import STATE_NAMES
 from .recording import Recording
-from .stimulus import Stimulus, poisson
 
-__all__ = ["DEFAULT_WEIGHTS", "TOLERANCE", "LOG_FLOOR", "BackendRun", "seed_network",
-           "seed_experiment", "experiment_from_npz", "NPZ_KEYS", "compare", "agreement",
-           "precision", "file_stem", "save_results"]
+__all__ = ["TOLERANCE", "LOG_FLOOR", "BackendRun", "resolve_backends", "compare", "agreement", "precision", "file_stem",
+           "save_run", "load_runs", "save_metrics"]
 
 log = logging.getLogger(__name__)
 
-#: Integer weights of the seed notebook, per synapse type.
-DEFAULT_WEIGHTS: dict[str, int] = {"nmda": 10, "ampa": 5, "gaba_a": 1, "gaba_b": 2}
 #: Largest relative trace difference still counted as agreement, per precision.
 TOLERANCE: dict[str, float] = {"float64": 1e-9, "float32": 1e-5}
 #: Floor (A) applied before taking log10 of a current for ``rms_log10_diff``.
 LOG_FLOOR = 1e-18
+# the key of a saved run's times in its Recording's metadata (read back on --resume)
+_TIMING = "compare_timing"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +63,8 @@ class BackendRun:
             generation, compilation and JIT); equal to ``wall_s`` when it ran once.
         deterministic: whether the runs gave identical spikes and traces (True when it ran
             once).
+        reused: read back from the output folder of an interrupted run (``--resume``), not
+            run again; the times are those of that run.
     """
 
     label: str
@@ -75,95 +72,7 @@ class BackendRun:
     wall_s: float
     first_wall_s: float
     deterministic: bool = True
-
-
-def _check_weights(weights: Mapping[str, Any] | None) -> dict[str, int]:
-    merged = dict(DEFAULT_WEIGHTS)
-    for name, value in (weights or {}).items():
-        key = str(name).lower()
-        if key not in SYNAPSE_TYPES:
-            raise unknown_name("synapse type", str(name), SYNAPSE_TYPES)
-        v = float(value)
-        if not math.isfinite(v) or v < 0 or v != round(v):
-            raise ParameterError(f"weight {key} = {value!r} must be a non-negative integer (a count of "
-                                 f"CAM entries, dimensionless), e.g. {key}={DEFAULT_WEIGHTS[key]}.")
-        merged[key] = int(v)
-    return merged
-
-
-def seed_network(weights: Mapping[str, Any] | None = None, Isoma_const: float | str | None = None):
-    """The seed network: 1 neuron on Core_1, four input sources, one per synapse type.
-
-    Args:
-        weights: synapse type -> integer weight; missing types take ``DEFAULT_WEIGHTS``.
-        Isoma_const: constant injected current in A (or a string such as ``"50 pA"``);
-            None keeps the default of the parameter table.
-
-    Returns:
-        A :class:`~dynacal.chip.Network` whose inputs 0..3 are nmda, ampa, gaba_a, gaba_b.
-    """
-    w = _check_weights(weights)
-    chip = Chip()
-    neuron = chip.get_neurons(1, "Core_1")
-    sources = chip.add_inputs(len(SYNAPSE_TYPES))
-    for k, syn_type in enumerate(SYNAPSE_TYPES):
-        synapses = chip.add_connection(sources[k], neuron, synapse_type=syn_type.upper())
-        chip.connect(synapses, True)
-        synapses.weight = w[syn_type]
-    biases: dict[str, Any] = {"Isoma_th": "2000 pA", "Isoma_pfb_th": "1000 pA"}
-    if Isoma_const is not None:
-        biases["Isoma_const"] = Isoma_const
-    chip.set_bias(biases, "Core_1")
-    return chip.network()
-
-
-def seed_experiment(seed: int = 0, duration: float = 0.1, rate: float = 80.0,
-                    weights: Mapping[str, Any] | None = None, dt: float = 1e-4,
-                    Isoma_const: float | str | None = None) -> Experiment:
-    """The seed notebook's experiment: four seeded Poisson inputs into one neuron.
-
-    Args:
-        seed: seed of the Poisson generator (same seed, same input).
-        duration: length in s (rounded to whole steps).
-        rate: rate of each input in Hz.
-        weights: synapse type -> integer weight (default nmda 10, ampa 5, gaba_a 1, gaba_b 2).
-        dt: time step in s.
-        Isoma_const: constant injected current in A; None keeps the default (1 pA).
-
-    Raises:
-        ParameterError: a duration, rate, weight or dt that is not plausible.
-    """
-    if not (math.isfinite(duration) and duration > 0):
-        raise ParameterError(f"duration = {duration!r} s must be a positive number of seconds, e.g. 0.1.")
-    n_steps = int(round(duration / dt))
-    if n_steps < 1:
-        raise ParameterError(f"duration = {duration:g} s is shorter than one step of dt = {dt:g} s.")
-    network = seed_network(weights, Isoma_const)
-    stimulus = poisson(len(SYNAPSE_TYPES), rate, n_steps, dt, seed=seed)
-    return Experiment(network, stimulus, dt, n_steps, name=f"seed (seed={seed}, rate={rate:g} Hz)")
-
-
-def experiment_from_npz(path: str | os.PathLike, weights: Mapping[str, Any] | None = None) -> Experiment:
-    """The seed network driven by a recorded input raster (format: :mod:`dynacal.inputfile`).
-
-    Args:
-        path: the ``.npz`` file: ``input_spikes`` uint8 (4, T) with rows nmda, ampa,
-            gaba_a, gaba_b; ``dt`` in s; optional ``weights`` (4,) and ``Isoma_const`` in A.
-        weights: synapse type -> integer weight, for a file without ``weights``.
-
-    Raises:
-        ParameterError: the file is invalid (the message names the key and the fix), or
-            it has weights and ``weights`` was given too.
-    """
-    f = read_inputs(path)
-    if f.weights is not None:
-        if weights is not None:
-            raise ParameterError(f"{path} has weights {f.weights} and weights were given too (--weights); "
-                                 f"keep one of them.")
-        weights = dict(zip(SYNAPSE_TYPES, f.weights))
-    network = seed_network(weights, f.Isoma_const)
-    return Experiment(network, Stimulus.from_dense(f.raster), f.dt, f.raster.shape[1],
-                      name=f"inputs from {Path(path).name}")
+    reused: bool = False
 
 
 def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1):
@@ -172,17 +81,40 @@ def _make_backend(spec: Any, dtype: str, device: str, substeps: int = 1):
     return get_backend(spec)  # the reference backends run in float64 on the CPU
 
 
-def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float64",
+def resolve_backends(backends: Sequence[Any], dtype: str = "float64", device: str = "cpu",
+                     substeps: int = 1) -> dict[str, Any]:
+    """label -> backend object for :func:`compare`, every one resolved before any runs (a
+    missing one fails fast, before an output folder is made); arguments as for :func:`compare`.
+
+    Raises:
+        ParameterError: an unsupported dtype or a backend listed twice.
+        BackendUnavailable: a backend whose package is not installed.
+    """
+    if dtype not in TOLERANCE:
+        raise ParameterError(f"dtype {dtype!r} is not supported; use 'float64' or 'float32'.")
+    resolved = {}
+    for spec in backends:
+        backend = _make_backend(spec, dtype, device, substeps)
+        label = spec if isinstance(spec, str) else backend.name
+        if label in resolved:
+            raise ParameterError(f"backend {label!r} is listed twice; list each backend once.")
+        resolved[label] = backend
+    return resolved
+
+
+def compare(backends: Sequence[Any] | Mapping[str, Any], experiment: Experiment, dtype: str = "float64",
             device: str = "cpu", *,
             warm: bool = True, substeps: int = 1,
-            progress: Callable[[str, BackendRun | None], None] | None = None) -> dict[str, BackendRun]:
+            progress: Callable[[str, BackendRun | None], None] | None = None,
+            done: Mapping[str, BackendRun] | None = None,
+            on_run: Callable[[BackendRun], None] | None = None) -> dict[str, BackendRun]:
     """Run ``experiment`` on each backend, recording every state trace.
 
     Args:
         backends: names (``"torch"``, ``"brian2"``, ``"brian2:cpp_standalone"``) or
-            backend objects. ``dtype`` and ``device`` apply to the torch simulator; the
+            backend objects, or the result of :func:`resolve_backends`. ``dtype`` and ``device`` apply to the torch simulator; the
             Brian2 reference runs in float64 on the CPU.
-        experiment: what to run (e.g. :func:`seed_experiment`).
+        experiment: what to run (e.g. :func:`dynacal.seed.seed_experiment`).
         dtype: ``"float64"`` or ``"float32"``.
         device: ``"cpu"`` or ``"cuda"``.
         warm: run each backend twice and time both: the first run includes code
@@ -191,24 +123,24 @@ def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float
             more where a stability warning asks for them).
         progress: called with ``(label, None)`` before each backend and ``(label, run)``
             after it (the CLI prints from it).
+        done: label -> run of backends that are not run again (:func:`load_runs`).
+        on_run: called with each new run as soon as it is finished (:func:`save_run`), so
+            that an interruption keeps the backends that finished.
 
     Returns:
         label -> :class:`BackendRun`, in the order given.
     """
-    if dtype not in TOLERANCE:
-        raise ParameterError(f"dtype {dtype!r} is not supported; use 'float64' or 'float32'.")
-    resolved = {}  # every backend is resolved before any runs: a missing one fails fast
-    for spec in backends:
-        backend = _make_backend(spec, dtype, device, substeps)
-        label = spec if isinstance(spec, str) else backend.name
-        if label in resolved:
-            raise ParameterError(f"backend {label!r} is listed twice; list each backend once.")
-        resolved[label] = backend
+    resolved = backends if isinstance(backends, Mapping) else resolve_backends(backends, dtype, device, substeps)
     runs: dict[str, BackendRun] = {}
     for label, backend in resolved.items():
-        log.info("running %s on %s", label, experiment.name or "the experiment")
         if progress:
             progress(label, None)
+        if label in (done or {}):
+            runs[label] = done[label]
+            if progress:
+                progress(label, runs[label])
+            continue
+        log.info("running %s on %s", label, experiment.name or "the experiment")
         walls, recs = [], []
         # a backend that measures spikes only (the board, the twin) says so: compare its spikes
         record = () if getattr(backend, "records_traces", True) is False else "all"
@@ -224,6 +156,8 @@ def compare(backends: Sequence[Any], experiment: Experiment, dtype: str = "float
         runs[label] = BackendRun(label, recs[-1], walls[-1], walls[0], same)
         log.info("%s took %.3f s (first run %.3f s), %d spikes", label, walls[-1], walls[0],
                  recs[-1].spike_step.size)
+        if on_run:
+            on_run(runs[label])
         if progress:
             progress(label, runs[label])
     return runs
@@ -330,29 +264,56 @@ def _npz_arrays(rec: Recording) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_results(runs: Mapping[str, BackendRun], agreements: Sequence[dict], out: str | os.PathLike,
-                 info: Mapping[str, Any] | None = None) -> list[Path]:
-    """Write each run's Recording (``<label>.h5``), its plain NumPy archive
-    (``<label>.npz``: one float64 (T,) array per trace in A, trace[k] = state at the start
-    of step k, and int64 ``spike_steps``) and ``metrics.json``, all atomically.
-
-    Args:
-        runs: from :func:`compare`. agreements: from :func:`agreement`.
-        out: output folder (created). info: more JSON-able facts for ``metrics.json``.
+def save_run(run: BackendRun, folder: RunFolder) -> list[Path]:
+    """Write one run's Recording (``<label>.h5``, its times under ``metadata["compare"]``)
+    and its plain NumPy archive (``<label>.npz``: one float64 (T,) array per trace in A,
+    trace[k] = state at the start of step k, and int64 ``spike_steps``) into ``folder``,
+    atomically, and list both in its manifest.
 
     Returns:
         The paths written.
     """
-    out = Path(out)
-    written = []
+    stem = file_stem(run.label)
+    timing = {"wall_time_s": run.wall_s, "first_run_wall_time_s": run.first_wall_s,
+              "deterministic": run.deterministic}
+    rec = dataclasses.replace(run.recording, metadata={**run.recording.metadata, _TIMING: timing})
+    arrays = _npz_arrays(run.recording)  # before any write: a recording it cannot hold writes nothing
+    h5 = folder.add(rec.save(folder.path / f"{stem}.h5"), part=run.label)
+    npz = folder.add(atomic_write(folder.path / f"{stem}.npz", lambda fh: np.savez(fh, **arrays)), part=run.label)
+    return [h5, npz]
+
+
+def load_runs(folder: RunFolder, labels: Sequence[str]) -> dict[str, BackendRun]:
+    """The runs of ``labels`` that an interrupted run in ``folder`` finished (both files
+    intact, same options: :meth:`RunFolder.reuse`), read back as :class:`BackendRun`."""
+    runs = {}
+    for label in labels:
+        stem = file_stem(label)
+        h5, npz = folder.reuse(f"{stem}.h5"), folder.reuse(f"{stem}.npz")
+        if h5 is None or npz is None:
+            continue
+        rec = Recording.load(h5)
+        timing = rec.metadata.pop(_TIMING)
+        runs[label] = BackendRun(label, rec, timing["wall_time_s"], timing["first_run_wall_time_s"],
+                                 timing["deterministic"], reused=True)
+    return runs
+
+
+def save_metrics(runs: Mapping[str, BackendRun], agreements: Sequence[dict], folder: RunFolder,
+                 info: Mapping[str, Any] | None = None) -> Path:
+    """Write ``metrics.json`` (times, spikes, agreements, definitions) into ``folder``,
+    atomically, and list it in its manifest.
+
+    Args:
+        runs: from :func:`compare`. agreements: from :func:`agreement`.
+        info: more JSON-able facts for ``metrics.json``.
+    """
     backends = {}
     for label, run in runs.items():
         stem = file_stem(label)
-        written.append(run.recording.save(out / f"{stem}.h5"))
-        arrays = _npz_arrays(run.recording)
-        written.append(atomic_write(out / f"{stem}.npz", lambda fh, a=arrays: np.savez(fh, **a)))
         backends[label] = {"wall_time_s": run.wall_s, "first_run_wall_time_s": run.first_wall_s,
-                           "deterministic": run.deterministic, "n_spikes": int(run.recording.spike_step.size),
+                           "deterministic": run.deterministic, "reused": run.reused,
+                           "n_spikes": int(run.recording.spike_step.size),
                            "spike_steps": run.recording.spike_step.tolist(), "precision": precision(run.recording),
                            "files": [f"{stem}.h5", f"{stem}.npz"], "metadata": run.recording.metadata}
     metrics = {**(info or {}), "backends": backends, "agreement": list(agreements),
@@ -364,8 +325,7 @@ def save_results(runs: Mapping[str, BackendRun], agreements: Sequence[dict], out
                                "first_run_wall_time_s": "wall time of its first run in the process "
                                                         "(includes code generation, compilation and JIT)"}}
     text = json.dumps(_jsonable(metrics), indent=2, default=str) + "\n"
-    written.append(atomic_write(out / "metrics.json", lambda fh: fh.write(text.encode())))
-    return written
+    return folder.add(atomic_write(folder.path / "metrics.json", lambda fh: fh.write(text.encode())))
 
 
 def _jsonable(obj: Any) -> Any:

@@ -32,7 +32,7 @@ import torch
 from ._checks import integer
 from .chip import Network
 from .errors import ParameterError, unknown_name
-from .params import PARAMETERS, _check, _check_dt
+from .params import PARAMETERS, check_values, check_dt
 from .stimulus import Stimulus
 from .units import parse_quantity
 
@@ -76,7 +76,7 @@ class Experiment:
     protocol: Mapping[str, Any] | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "dt", _check_dt(self.dt))
+        object.__setattr__(self, "dt", check_dt(self.dt))
         if not isinstance(self.network, Network):
             raise ParameterError(f"network is a {type(self.network).__name__}; give a dynacal Network "
                                  f"(chip.network()).")
@@ -124,7 +124,7 @@ class Experiment:
             if v.ndim == 0 or v.ndim > 2 or (v.ndim == 2 and v.shape[1] != n) or v.shape[0] == 0:
                 raise ParameterError(f"conditions[{name!r}] has shape {v.shape}; give L values (L,) the same "
                                      f"for every neuron, or (L, {n}) one per neuron.")
-            _check(name, torch.as_tensor(v))
+            check_values(name, torch.as_tensor(v))
             v.setflags(write=False)  # part of the content hash
             out[name] = v
         lengths = {v.shape[0] for v in out.values()} | ({len(self.condition_stimuli)} if self.condition_stimuli else set())
@@ -143,7 +143,7 @@ class Experiment:
     def from_duration(cls, network: Network, stimulus: Stimulus, dt: float, duration: float,
                       name: str = "", **kwargs) -> "Experiment":
         """Like the constructor, with the duration in s (rounded to whole steps)."""
-        dt = _check_dt(dt)
+        dt = check_dt(dt)
         if isinstance(duration, str):
             duration = parse_quantity(duration, "s", name="duration")
         if isinstance(duration, (bool, np.bool_)) or not isinstance(duration, numbers.Real) or not duration > 0:

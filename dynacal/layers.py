@@ -29,7 +29,7 @@ import torch
 
 from .chip import CORES_PER_CHIP, NEURONS_PER_CORE
 from .errors import ParameterError, unknown_name
-from .params import PARAMETERS, Params, _check, _to_tensor
+from .params import PARAMETERS, Params, check_values, to_tensor
 
 if TYPE_CHECKING:
     from .chip import Network
@@ -64,7 +64,7 @@ def _core_index(key: Any, where: str) -> int:
 def _scalar(name: str, value: Any, where: str) -> float:
     if isinstance(value, (float, int)) and not isinstance(value, bool):
         return float(value)  # checked with the other cores' values in _check_core_values
-    t = _to_tensor(name, value, torch.float64, "cpu")
+    t = to_tensor(name, value, torch.float64, "cpu")
     if t.numel() != 1:
         raise ParameterError(f"{where}: {name} has shape {tuple(t.shape)}; a core value is one value per core.")
     return float(t)
@@ -78,11 +78,11 @@ def _check_core_values(values: Mapping[int, Mapping[str, float]]) -> None:
             by_name.setdefault(name, []).append((core, v))
     for name, pairs in by_name.items():
         try:  # measured on a chip: implausible is information, not a mistake, so no warning
-            _check(name, torch.tensor([v for _, v in pairs], dtype=torch.float64), warn=False)
+            check_values(name, torch.tensor([v for _, v in pairs], dtype=torch.float64), warn=False)
         except ParameterError:
             for core, v in pairs:  # name the core at fault
                 try:
-                    _check(name, torch.tensor([v], dtype=torch.float64), warn=False)
+                    check_values(name, torch.tensor([v], dtype=torch.float64), warn=False)
                 except ParameterError as exc:
                     raise ParameterError(f"ChipLayers.core_values[{core}]: {exc}") from exc
             raise
@@ -295,12 +295,12 @@ def _read_candidates(candidates, network: "Network", masks, dtype, device) -> di
         if isinstance(value, Mapping):
             out[name] = ("cores", dict(_core_candidate(name, c, v, masks, dtype, device) for c, v in value.items()))
             continue
-        t = _to_tensor(name, value, dtype, device)
+        t = to_tensor(name, value, dtype, device)
         if t.shape[1] not in (1, n):
             raise ParameterError(
                 f"candidates[{name!r}] has shape {tuple(np.shape(value))}, values for {t.shape[1]} neurons, but the "
                 f"network has {n}; give a scalar, ({n},) per neuron, (B, {n}), (B, 1) or per core {{core: value}}.")
-        _check(name, t, text=value)
+        check_values(name, t, text=value)
         out[name] = ("all", t)
     return out
 
@@ -315,7 +315,7 @@ def _core_candidate(name: str, key, value, masks, dtype, device) -> tuple[int, t
     if ndim > 1:
         raise ParameterError(f"candidates[{name!r}][{core}] has shape {tuple(np.shape(value))}; a per-core value "
                              f"is one value or (B,) values, one per candidate set.")
-    t = _to_tensor(name, value, dtype, device).reshape(-1, 1)
-    _check(name, t, text=value)
+    t = to_tensor(name, value, dtype, device).reshape(-1, 1)
+    check_values(name, t, text=value)
     return core, t
 

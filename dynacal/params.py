@@ -53,7 +53,7 @@ from .errors import ParameterError, unknown_name
 from .units import format_quantity, parse_quantity
 
 __all__ = ["ParamSpec", "PARAMETERS", "INITIAL_STATE", "STATE_NAMES", "SYNAPSE_TYPES",
-           "Params", "per_core", "kappa"]
+           "Params", "per_core", "kappa", "to_tensor", "check_values", "check_dt"]
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,22 @@ def kappa(p: "Params") -> torch.Tensor:
     return (p.kn + p.kp) / 2
 
 
-def _to_tensor(name: str, value: Value, dtype, device) -> torch.Tensor:
+def to_tensor(name: str, value: Value, dtype, device) -> torch.Tensor:
+    """One parameter's value as a tensor of shape ``(1, 1)``, ``(1, N)`` or ``(B, N)``.
+
+    Used wherever a value of a table parameter enters (``Params``, the Chip API, the
+    calibration layers); check the result with :func:`check_values`.
+
+    Args:
+        name: a name of ``PARAMETERS``.
+        value: a number in SI units, a string with unit (``"5 pA"``), a sequence of either,
+            a numpy array or a tensor; scalar, ``(N,)`` or ``(B, N)``.
+        dtype, device: of the returned tensor.
+
+    Raises:
+        ParameterError: None, an empty value, a value that is not numeric, or more than two
+            dimensions.
+    """
     spec = PARAMETERS[name]
     if value is None:
         raise ParameterError(f"{name} = None; give a number ({spec.unit or 'dimensionless'}) or a string "
@@ -177,11 +192,21 @@ def _example(spec: ParamSpec) -> str:
     return format_quantity(spec.default, spec.unit, digits=3) if spec.unit else f"{spec.default:g}"
 
 
-def _check(name: str, t: torch.Tensor, *, warn: bool = True, text: Any = None) -> None:
-    """Raise ParameterError for NaN, negative or wrong-unit values; log a warning for values
-    outside the plausible range unless ``warn`` is False (values measured on a chip).
-    ``text``: the value as the user wrote it, when it was a string with a unit (a unit
-    was then given on purpose, so "pA given as A" is not the advice)."""
+def check_values(name: str, t: torch.Tensor, *, warn: bool = True, text: Any = None) -> None:
+    """Check the values of one parameter against its row of ``PARAMETERS``.
+
+    Args:
+        name: a name of ``PARAMETERS``.
+        t: the values in SI units, any shape.
+        warn: log a warning for values outside the plausible range; False for values
+            measured on a chip.
+        text: the value as the user wrote it, when it was a string with a unit (a unit was
+            then given on purpose, so "pA given as A" is not the advice).
+
+    Raises:
+        ParameterError: NaN or inf, negative (or zero where the parameter must be positive)
+            values, or values so far out of range that they are in the wrong unit.
+    """
     spec = PARAMETERS[name]
     v = t.detach()
     unit = spec.unit or "(dimensionless)"
@@ -242,9 +267,9 @@ class _ParamsMethods:
                 raise unknown_name("parameter", name, PARAMETERS)
         tensors = {}
         for name, spec in PARAMETERS.items():
-            t = _to_tensor(name, given.get(name, spec.default), dtype, device)
+            t = to_tensor(name, given.get(name, spec.default), dtype, device)
             if name in given:
-                _check(name, t, text=given[name])
+                check_values(name, t, text=given[name])
             tensors[name] = t
         p = cls(**tensors)
         p.shape  # checks that shapes broadcast
@@ -258,8 +283,8 @@ class _ParamsMethods:
             if name not in PARAMETERS:
                 raise unknown_name("parameter", name, PARAMETERS)
         for name, value in kwargs.items():
-            t = _to_tensor(name, value, t0.dtype, t0.device)
-            _check(name, t, text=value)
+            t = to_tensor(name, value, t0.dtype, t0.device)
+            check_values(name, t, text=value)
             merged[name] = t
         p = type(self)(**merged)
         p.shape
@@ -347,7 +372,7 @@ def per_core(values: Value, core_of_neuron: np.ndarray | torch.Tensor) -> torch.
     return v[..., idx]
 
 
-def _check_dt(dt: float | str) -> float:
+def check_dt(dt: float | str) -> float:
     """Validate a time step: seconds (a Python or numpy number) or a string such as
     ``"100 us"`` (used by Experiment)."""
     if isinstance(dt, str):
@@ -361,3 +386,8 @@ def _check_dt(dt: float | str) -> float:
         raise ParameterError(f"dt = {dt:g} s is implausibly large; it looks like ms or us given as s: "
                              f"pass e.g. 1e-4 or \"100 us\".")
     return float(dt)
+
+
+# The former private names, kept while branches written before they became public are merged
+# (fitting/codes.py imports _to_tensor); new code uses the public ones.
+_to_tensor, _check, _check_dt = to_tensor, check_values, check_dt

@@ -20,7 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._files import atomic_write
+from .files import atomic_write
 from .errors import RecordingError
 from .recording import Recording
 

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ._files import atomic_hdf5
-from ._recording_io import READABLE_VERSIONS, check_traces, read_fields
+from .files import atomic_hdf5
+from ._recording_io import READABLE_VERSIONS, check_disk, check_traces, read_fields, write_traces
 from .errors import RecordingError, unknown_name
 from .params import STATE_NAMES
 
@@ -244,8 +244,15 @@ class Recording:
     # --- files -------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write to HDF5 (schema 2) atomically: a crash never leaves a half-written file at ``path``."""
+        """Write to HDF5 (schema 2) atomically: a crash or Ctrl-C never leaves a half-written
+        file at ``path``. Traces are written in slabs, with a progress bar for a long save
+        (when bars are shown: :func:`dynacal._progress.enable`), and a save bigger than the
+        free disk space is warned about first."""
         from ._experiment_io import write_group
+
+        path = Path(path)
+        n_spikes = self.spike_step.size
+        check_disk(path, 8 * (sum(int(v.numel()) for v in self.traces.values()) + 4 * n_spikes))
 
         def fill(f):
             f.attrs["schema_version"] = SCHEMA_VERSION
@@ -257,8 +264,7 @@ class Recording:
                 g.create_dataset(key, data=getattr(self, f"spike_{key}"), compression="gzip")
             g = f.create_group("traces")
             g.attrs["neurons"] = np.asarray(self.trace_neurons, dtype=np.int64)
-            for name, value in self.traces.items():
-                g.create_dataset(name, data=value.detach().cpu().double().numpy(), compression="gzip")
+            write_traces(g, self.traces, path.name)
             if self.unstable is not None:
                 f.create_dataset("unstable", data=np.asarray(self.unstable, dtype=bool))
             if self.experiment is not None:
@@ -272,7 +278,7 @@ class Recording:
         Raises:
             RecordingError: the file is missing, not HDF5, truncated, or of another schema.
         """
-        from ._files import open_hdf5
+        from .files import open_hdf5
         path = Path(path)
         f = open_hdf5(path, "recording", "Re-record it or restore it from a copy.")
         where = repr(str(path))

@@ -1,6 +1,9 @@
 """Identifiable combinations from the null space of a sensitivity matrix (see :mod:`.identify`).
 
-For one neuron, the null vectors of S (directions in log-parameter space that move no
+For one neuron, first: parameters whose columns of S are parallel move every feature in
+the same proportion (the model's exact degeneracies: ``alpha_X`` and ``I_X_w0`` give the
+same simulations); each such cluster is one combination, its powers the ratios of the
+columns. Then, for the other parameters, the null vectors of S (directions in log-parameter space that move no
 feature) are brought to reduced row echelon form, which makes them as sparse as their span
 allows; parameters that share a null vector form a group. A group of k parameters with d
 null directions has k - d identifiable directions, the vectors orthogonal to its null
@@ -21,10 +24,21 @@ __all__ = ["combinations", "name_of", "rref", "spectra"]
 _SUPPORT = 1e-3  # entries below this fraction of a vector's largest are zero (difference noise)
 _ROUND = 0.02  # an exponent within 2 % of a small rational is that rational
 _DENOMINATOR = 4
+#: Most parameters in a combination read from a shared null space (beyond a pair, such a
+#: group is more often "too few features" than a law of the model).
+MAX_GROUP = 3
 
 
 def combinations(S: np.ndarray, sensitive: np.ndarray, names, *, rtol: float) -> list[tuple[tuple, int]]:
     """Combinations found per neuron, with the number of neurons each was found in.
+
+    Two steps per neuron (module docstring): parameters whose columns of S are parallel
+    (angle below ``rtol``: the simulations are the same) form one combination each, of any
+    size, e.g. ``alpha_ampa*Iampa_w0``; in the rest, groups of at most ``MAX_GROUP``
+    parameters that share null vectors of S and have exact (small rational) exponents. A
+    null space that only says "too few features for these parameters" links many
+    parameters with arbitrary exponents: no combination is read from it (the rank and the
+    condition number say it).
 
     Args:
         S: float (N, F, P) sensitivities (0 where not valid).
@@ -41,13 +55,38 @@ def combinations(S: np.ndarray, sensitive: np.ndarray, names, *, rtol: float) ->
         idx = np.flatnonzero(sensitive[n])
         if idx.size < 2:
             continue
-        _, s, vt = np.linalg.svd(S[n][:, idx], full_matrices=True)
-        full = np.zeros(idx.size)
-        full[:s.size] = s
-        null = vt[full <= rtol * full[0]]
-        if len(null):
-            counts.update(_group_combinations(null, [names[i] for i in idx]))
+        found, alone = _parallel(S[n][:, idx], [names[i] for i in idx], rtol)
+        counts.update(found)
+        if alone.size >= 2:
+            M = S[n][:, idx[alone]]
+            _, s, vt = np.linalg.svd(M, full_matrices=True)
+            full = np.zeros(alone.size)
+            full[:s.size] = s
+            null = vt[full <= rtol * full[0]]
+            if len(null):
+                counts.update(_group_combinations(null, [names[i] for i in idx[alone]]))
     return counts.most_common()
+
+
+def _parallel(M: np.ndarray, names: list[str], rtol: float) -> tuple[list[tuple], np.ndarray]:
+    """Clusters of parallel columns of M (F, k) -> their combinations, and the indices of
+    the columns in no cluster."""
+    unit = M / np.linalg.norm(M, axis=0)
+    cos = unit.T @ unit
+    ratio = (M.T @ M) / np.diag(M.T @ M)[None, :]  # column i = ratio[i, j] * column j where parallel
+    # sin(angle) <= rtol, and a small rational ratio: with one informative feature every column
+    # is parallel to every other, but only the model's exact degeneracies have powers like 1, -1, 2
+    with np.errstate(divide="ignore", invalid="ignore"):  # orthogonal columns: ratio 0, not parallel anyway
+        close = (np.abs(cos) >= 1.0 - rtol ** 2 / 2) & _small_rational(ratio) & _small_rational(1.0 / ratio)
+    clusters = [g for g in _groups(close) if len(g) > 1]
+    out = []
+    for cluster in clusters:
+        rep = cluster[0]
+        # column m = c_m * column rep: the features see d ln(rep) + sum c_m d ln(m)
+        power = M[:, cluster].T @ M[:, rep] / (M[:, rep] @ M[:, rep])
+        out.append(_exponents(power, [names[c] for c in cluster]))
+    clustered = {c for cluster in clusters for c in cluster}
+    return out, np.asarray([i for i in range(M.shape[1]) if i not in clustered], dtype=np.int64)
 
 
 def rref(a: np.ndarray, tol: float = 1e-10) -> np.ndarray:
@@ -98,14 +137,25 @@ def _group_combinations(null: np.ndarray, names: list[str]) -> list[tuple]:
     for group in _groups(support):
         rows = r[support[:, group].any(axis=1)][:, group]
         d, k = rows.shape
-        if k - d < 1:
+        if k - d < 1 or k > MAX_GROUP:
             continue
         _, _, vt = np.linalg.svd(rows, full_matrices=True)
         comp = rref(vt[d:]) if k - d > 1 else vt[d:]
         for vec in comp:
             expo = _exponents(vec, [names[g] for g in group])
-            if len(expo) > 1:
+            if len(expo) > 1 and all(isinstance(e, Fraction) for _, e in expo):
                 out.append(expo)
+    return out
+
+
+def _small_rational(x: np.ndarray) -> np.ndarray:
+    """Where ``x`` is within ``_ROUND`` of p / q with |p|, q <= ``_DENOMINATOR``."""
+    x = np.asarray(x, dtype=np.float64)
+    x = np.where(np.isfinite(x), x, 0.0)  # 0 is never a power here
+    out = np.zeros(x.shape, dtype=bool)
+    for q in range(1, _DENOMINATOR + 1):
+        p = np.round(x * q)
+        out |= (np.abs(p) <= _DENOMINATOR) & (p != 0) & (np.abs(x - p / q) <= _ROUND * np.maximum(1.0, np.abs(x)))
     return out
 
 
@@ -164,4 +214,4 @@ def spectra(S: np.ndarray, *, rtol: float, min_sensitivity: float, noise, prior:
     sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
     return {"singular_values": sv, "rank": rank, "condition": condition, "condition_identifiable": cond_ident,
             "sensitive": np.sqrt((S ** 2).sum(axis=1)) >= min_sensitivity,
-            "uncertainty": sd, "correlation_per_neuron": cov / (sd[:, :, None] * sd[:, None, :])}
+            "uncertainty": sd, "correlation_per_neuron": cov / (sd[:, :, None] * sd[:, None, :]), "covariance": cov}

@@ -9,7 +9,8 @@ An entry is written in a temporary folder and renamed into place (atomic).
 
 Provenance: :func:`provenance` gives the dict a fitter puts in ``CalibrationResult.provenance``
 (serial, versions, target hashes, options, timestamps, wall time); :func:`store` reads the
-key's parts back from it.
+key's parts back from it (``target_hashes`` or ``hashes``, ``versions["dynacal"]``, and the
+result's ``options``).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def provenance(*, serial: Any = None, target_hashes: Mapping[str, str] | None = 
 def _key_of(result: CalibrationResult) -> str:
     prov = result.provenance
     version = (prov.get("versions") or {}).get("dynacal", __version__)
-    return cache_key(prov.get("target_hashes") or {}, result.options or prov.get("options") or {}, version)
+    hashes = prov.get("target_hashes") or prov.get("hashes") or {}  # "hashes": as calibrate() names them
+    return cache_key(hashes, result.options or prov.get("options") or {}, version)
 
 
 def store(result: CalibrationResult) -> Path:

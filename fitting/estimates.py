@@ -160,23 +160,28 @@ def fi_isi(level: np.ndarray, i_tau: np.ndarray, alpha: np.ndarray, net: Mapping
     return np.where(inf > th, isi, np.nan)
 
 
-def _fi_start(levels, isi, net, refp):
-    """Per neuron the best (Itau, alpha) of a log grid (20 x 16 over the plausible window),
-    in log ISI over the firing levels: a start that needs no closed-form guess. (N, L) isi."""
-    grid_tau, grid_alpha = np.geomspace(1e-13, 1e-9, 20), np.geomspace(0.5, 200.0, 16)
+def _fi_start(levels, isi, net, refp, fit_gain: bool):
+    """Per neuron the best (Itau, alpha) of a log grid (40 x 16 over the plausible window;
+    alpha at the network's value when not ``fit_gain``), in log ISI over the firing levels:
+    a start that needs no closed-form guess. (N, L) isi."""
+    grid_tau = np.geomspace(1e-13, 1e-9, 40)
+    grid_alpha = np.geomspace(0.5, 200.0, 16) if fit_gain else np.array([np.nan])
     t, a = np.meshgrid(grid_tau, grid_alpha, indexing="ij")
     t, a = t.reshape(-1, 1, 1), a.reshape(-1, 1, 1)  # (G, 1, 1) against (N, L)
     nv = {k: np.asarray(v)[:, None] for k, v in net.items()}
+    if not fit_gain:
+        a = np.broadcast_to(nv["alpha_soma"][None], (t.shape[0], *nv["alpha_soma"].shape))
     model = fi_isi(levels[None], t, a, nv, np.asarray(refp)[:, None], isi)  # (G, N, L)
     ok = np.isfinite(isi)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(np.isfinite(model), np.log(model) - np.log(isi), 5.0)
     cost = np.where(ok, r ** 2, 0.0).sum(-1)  # (G, N)
     best = cost.argmin(0)
-    return t.reshape(-1)[best], a.reshape(-1)[best]
+    alpha = a[best, np.arange(best.size), 0] if not fit_gain else a.reshape(-1)[best]
+    return t.reshape(-1)[best], alpha
 
 
-def _fi_estimates(rec: Recording, refp: np.ndarray | None) -> dict[str, Estimate]:
+def _fi_estimates(rec: Recording, refp: np.ndarray | None, fit_gain: bool) -> dict[str, Estimate]:
     """Leak ``Isoma_dpi_tau`` and gain ``alpha_soma`` per neuron from the f-I curve."""
     protocol = get_protocol(rec)
     rate = protocol.features(rec)["rate"][0]  # (N, L)
@@ -190,43 +195,49 @@ def _fi_estimates(rec: Recording, refp: np.ndarray | None) -> dict[str, Estimate
     usable = np.isfinite(isi).sum(1) >= 2
     if not usable.any():
         return {}
-    t0, a0 = _fi_start(levels, isi[usable], {k: v[usable] for k, v in net.items()}, refp[usable])
+    t0, a0 = _fi_start(levels, isi[usable], {k: v[usable] for k, v in net.items()}, refp[usable], fit_gain)
     for j, i in enumerate(np.flatnonzero(usable)):
-        i_tau[i], alpha[i] = _fit_neuron(levels, isi[i], {k: v[i] for k, v in net.items()}, refp[i], t0[j], a0[j])
+        i_tau[i], alpha[i] = _fit_neuron(levels, isi[i], {k: v[i] for k, v in net.items()}, refp[i], t0[j], a0[j],
+                                         fit_gain)
     out = {}
-    for name, values in (("Isoma_dpi_tau", i_tau), ("alpha_soma", alpha)):
+    for name, values in (("Isoma_dpi_tau", i_tau), ("alpha_soma", alpha))[:2 if fit_gain else 1]:
         est = _estimate(values, "fi: rate per level (ISI of the soma's steady state)")
         if est is not None:
             out[name] = est
     return out
 
 
-def _fit_neuron(levels, isi, net, refp, i_tau0, alpha0) -> tuple[float, float]:
+def _fit_neuron(levels, isi, net, refp, i_tau0, alpha0, fit_gain: bool) -> tuple[float, float]:
     """Least squares in log ISI over the firing levels; the start where the fit fails."""
     ok = np.isfinite(isi)
     lv, y = levels[ok], np.log(isi[ok])
 
     def residual(x):
-        model = fi_isi(lv, np.exp(x[0]), np.exp(x[1]), net, refp, np.exp(y))
+        alpha = np.exp(x[1]) if fit_gain else alpha0
+        model = fi_isi(lv, np.exp(x[0]), alpha, net, refp, np.exp(y))
         # below the model's rheobase: a large but smooth penalty that points up the current
         return np.where(np.isfinite(model), np.log(np.where(np.isfinite(model), model, 1.0)) - y, 5.0)
 
-    x0 = np.log([i_tau0, alpha0])
+    x0 = np.log([i_tau0, alpha0][:2 if fit_gain else 1])
+    lo, hi = np.log([1e-15, 0.1][:x0.size]), np.log([1e-7, 1000.0][:x0.size])
     try:
-        fit = least_squares(residual, x0, bounds=(np.log([1e-15, 0.1]), np.log([1e-7, 1000.0])), x_scale=1.0)
+        fit = least_squares(residual, x0, bounds=(lo, hi), x_scale=1.0)
         x = fit.x if np.all(np.isfinite(fit.x)) else x0
     except ValueError:  # a start outside the bounds or a NaN residual at the start
         x = x0
-    return float(np.exp(x[0])), float(np.exp(x[1]))
+    return float(np.exp(x[0])), float(np.exp(x[1])) if fit_gain else float(alpha0)
 
 
-def first_estimates(target_or_recordings: Any) -> dict[str, Estimate]:
+def first_estimates(target_or_recordings: Any, *, fit_gain: bool = True) -> dict[str, Estimate]:
     """Closed-form first estimates from whatever the target holds (module docstring).
 
     Args:
         target_or_recordings: a ``Target`` (its ``recordings``) or a dict protocol name ->
             Recording (v2, experiment attached), each of one chip (batch = the protocol's
             conditions).
+        fit_gain: estimate ``alpha_soma`` from the f-I curve with the leak (True), or hold
+            it at the network's value and estimate the leak alone (when the gain is not
+            searched: a 1-parameter fit per neuron is better conditioned).
 
     Returns:
         name -> :class:`Estimate`, for the parameters the data give: ``I<X>_tau`` and
@@ -248,7 +259,7 @@ def first_estimates(target_or_recordings: Any) -> dict[str, Estimate]:
         out.update(_kernel_estimates(recs["kernels"]))
     if "fi" in recs:
         refp = out["soma_refP"].per_neuron if "soma_refP" in out else None
-        out.update(_fi_estimates(recs["fi"], refp))
+        out.update(_fi_estimates(recs["fi"], refp, fit_gain))
     missing = {"fi": ("Isoma_dpi_tau", "alpha_soma"), "refractory": ("soma_refP",),
                "kernels (with traces)": ("Iampa_tau", "alpha_ampa*Iampa_w0")}
     for protocol, names in missing.items():

@@ -21,21 +21,28 @@ data exist:
    ``prior`` (log units), ``(S^T S / noise^2 + 1 / prior^2)^-1``.
 3. **Unconstrained** parameters: those whose column of S is below ``min_sensitivity`` in
    most neurons (changing them by a factor e moves no feature by more than that, RMS over
-   features). Each gets the protocols whose ``sensitive_to`` lists it, *checked*: such a
-   protocol is run on a few neurons and named only if its features do move.
-4. **Combinations**: the null space of S_n over the sensitive parameters (singular values
-   below ``rtol * s_max``: exact degeneracies give ~1e-9, a physical but inexact trade-off
-   1e-2 and more), split into groups of parameters that share null vectors; each group of k
-   parameters with k - 1 null directions has one identifiable combination, the product of
-   powers orthogonal to them, its exponents scaled to the smallest and rounded to small
-   rationals where they are close (``alpha_ampa*Iampa_w0``, ``Iampa_tau/Campa``). A
-   combination found in at least half the neurons is reported with its value per neuron.
+   features). Each gets the protocols that would constrain it, *checked*: every protocol
+   of ``ORDER`` not used (or used with other settings) runs on a few neurons and is named
+   only where its features move; ``sensitive_to`` is a hint, not the answer.
+4. **Combinations** (:mod:`._nullspace`): parameters whose columns of S_n are parallel
+   (angle below ``rtol``) give the same simulations up to a product of powers: one
+   combination per cluster, its powers the column ratios scaled to the smallest and
+   rounded to small rationals where close (``alpha_ampa*Iampa_w0``, ``Iampa_tau/Campa``).
+   In the other parameters, a null space of S_n (singular values below ``rtol * s_max``)
+   shared by at most 3 parameters with exact powers is one too; a bigger one usually only
+   says "too few features" (spike-only targets) and is left to the rank. A combination
+   found in at least half the neurons is reported with its value and its posterior spread
+   per neuron.
 
 A fitter fits each combination through one member and holds the others at their values
 (:func:`identifiable_space`; the member kept is a bias the chip sets, ``Combination.fixed``
-the others). Cost: one core (256 neurons), the fi and kernels protocols at their default
-settings, 10 parameters: 21 candidates of each, ~10 s on this 2-core machine (module
-``tests/fitting/test_identify.py`` measures a small case; the figure is in the report).
+the others). ``neurons=k`` analyses k neurons spread over the core (a fitter's quick plan).
+
+Cost (measured on the shared 2-core machine, load 6-10): one core of 256 neurons, fi + kernels
+at their default settings, 10 parameters: 11-13 s (fi: 11 candidates x 12 levels, the
+synapse parameters cost none there; kernels: 21 candidates); every protocol of ``ORDER``
+but heldout, the 17 parameters of ``SearchSpace.default`` + 7 partners: 110 s, 67 s of it
+rate_transfer's 49 candidates x 105000 steps (``neurons=32``: an eighth).
 """
 
 from __future__ import annotations
@@ -44,16 +51,19 @@ import dataclasses
 import logging
 import re
 import time
+import warnings
 from fractions import Fraction
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from dynacal.errors import ParameterError, unknown_name
-from dynacal.params import PARAMETERS, SYNAPSE_TYPES
+from dynacal.errors import ParameterError
+from dynacal.params import PARAMETERS
 
 from . import _nullspace
-from .sensitivity import SKIP, Sensitivity, point_of, sensitivity, suggest_protocols
+from ._plan import (cut_point, join, names_of, noise_levels, partners, runs_of, spread_subset,
+                    suggest_protocols)
+from .sensitivity import Sensitivity, point_of, sensitivity
 
 __all__ = ["Combination", "Identifiability", "Matrix", "identifiability", "identifiable_space", "partners"]
 
@@ -73,6 +83,8 @@ class Combination:
         exact: the exponents are small rationals (an exact degeneracy of the model).
         keep: the member a fitter fits (a bias the chip sets, where one is a member).
         fixed: the members a fitter holds at their values.
+        uncertainty: float (N,), posterior sd of ln(combination) (``noise``, ``prior``):
+            how well the protocols know it in each neuron.
     """
 
     name: str
@@ -82,11 +94,28 @@ class Combination:
     exact: bool
     keep: str
     fixed: tuple[str, ...]
+    uncertainty: np.ndarray
+
+    def value_of(self, values: Mapping[str, Any]) -> np.ndarray:
+        """The combination at other parameter values (e.g. a fit's per-neuron table):
+        ``prod values[name] ** power``; ``values`` name -> float or (N,) SI.
+
+        Raises:
+            ParameterError: a member missing from ``values``.
+        """
+        missing = [m for m in self.exponents if m not in values]
+        if missing:
+            raise ParameterError(f"{self.name} needs {missing}; give every member's value (SI).")
+        out = np.ones(())
+        for name, power in self.exponents.items():
+            out = out * np.asarray(values[name], dtype=np.float64) ** power
+        return out
 
     def to_dict(self) -> dict:
         """JSON-able (the CalibrationResult's ``combinations``)."""
         return {"name": self.name, "exponents": dict(self.exponents), "values": self.values.tolist(),
-                "neurons": self.neurons, "exact": self.exact, "keep": self.keep, "fixed": list(self.fixed)}
+                "neurons": self.neurons, "exact": self.exact, "keep": self.keep, "fixed": list(self.fixed),
+                "uncertainty": self.uncertainty.tolist()}
 
 
 class Matrix(NamedTuple):
@@ -158,11 +187,9 @@ class Identifiability:
         """"The identifiability matrix" (features x parameters): the median over neurons of
         |S|, the relative change of each feature per relative change of each parameter."""
         s = np.where(self.valid[..., None], np.abs(self.sensitivity), np.nan)
-        with np.errstate(all="ignore"):
-            import warnings  # noqa: PLC0415
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: features no neuron has
-                med = np.nanmedian(s, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: features no neuron has
+            med = np.nanmedian(s, axis=0)
         return Matrix(list(self.features), list(self.parameters), np.nan_to_num(med), "sensitivity")
 
     @property
@@ -179,10 +206,10 @@ class Identifiability:
         lines = []
         for name, fixes in self.unconstrained.items():
             if fixes:
-                which = " or ".join(f"{f} (with other settings, e.g. its defaults)" if f in self.protocols else f
-                                    for f in fixes)
-                line = (f"{name} is not constrained by {used} (no feature moves when it changes); add the "
-                        f"{which} protocol to constrain it, or leave it out of the fit.")
+                which = " or ".join(f"the {f} protocol" + (" with other settings (e.g. its defaults)"
+                                                           if f in self.protocols else "") for f in fixes)
+                line = (f"{name} is not constrained by {used} (no feature moves when it changes); add {which} "
+                        f"to constrain it, or leave it out of the fit.")
             else:
                 line = (f"{name} is not constrained by {used}, and no dynacal protocol constrains it; leave it "
                         f"out of the fit (it stays at its value).")
@@ -193,6 +220,21 @@ class Identifiability:
                      "%s, holding %s", " and ".join(comb.exponents), comb.name, 100 * comb.neurons, comb.keep,
                      ", ".join(comb.fixed))
         return lines
+
+    def summary(self) -> str:
+        """A plain-text table: per parameter the fraction of neurons it moves and the median
+        posterior sd of its log; the combinations; what is unconstrained."""
+        sd, frac = np.median(self.uncertainty, axis=0), self.sensitive.mean(axis=0)
+        width = max(len(p) for p in self.parameters)
+        lines = [f"identifiability of {len(self.parameters)} parameters from {', '.join(self.protocols)} "
+                 f"({self.settings.get('n_neurons')} neurons): median rank {np.median(self.rank):g}",
+                 f"{'parameter':<{width}}  moves  sd(ln)"]
+        lines += [f"{p:<{width}}  {f:5.0%}  {u:6.3f}" for p, f, u in zip(self.parameters, frac, sd)]
+        lines += [f"combination {c.name}: found in {c.neurons:.0%} of the neurons, sd(ln) "
+                  f"{float(np.median(c.uncertainty)):.3f}, fitted through {c.keep}" for c in self.combinations]
+        lines += [f"unconstrained {k}: add {' or '.join(v) or 'no dynacal protocol'}"
+                  for k, v in self.unconstrained.items()]
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         """JSON-able summary for ``calibration.json`` (per-neuron arrays as lists; the full
@@ -227,7 +269,7 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
                     retry: float = 4.0,
                     rtol: float = 1e-3, min_sensitivity: float = 0.05, noise: float = 0.02, prior: float = 1.0,
                     check: Mapping | bool = True, check_neurons: int = 4,
-                    with_partners: bool | None = None) -> Identifiability:
+                    with_partners: bool | None = None, neurons: int | None = None) -> Identifiability:
     """Which parameters (and combinations) the protocols of ``source`` constrain, per neuron.
 
     Args:
@@ -250,6 +292,9 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
         with_partners: also analyse each requested bias's partners (:func:`partners`), so
             that the combinations a fit of the bias stands for are found and reported
             (never warned about); None: for a SearchSpace, not for names.
+        neurons: analyse only this many neurons spread evenly over the source's (their
+            indices in ``settings["neurons"]``; ``at`` per neuron then gives all of them,
+            cut down here): a fitter's quick plan. None: every neuron.
 
     Returns:
         :class:`Identifiability`; call ``.warn()`` to log what is unconstrained.
@@ -261,134 +306,45 @@ def identifiability(source, space_or_names, at: Mapping | None = None, *, backen
     from dynacal import get_backend  # noqa: PLC0415  (the core's registry, lazily)
 
     t0 = time.perf_counter()
-    requested = _names(space_or_names)
+    requested = names_of(space_or_names)
     is_space = hasattr(space_or_names, "core")
     names = requested + [m for m in partners(requested) if m not in requested] \
         if (is_space if with_partners is None else with_partners) else requested
-    runs = _runs(source, protocols, traces)
+    full = runs_of(source, protocols, traces)
+    runs, kept = spread_subset(full, neurons)
     network = runs[0][1].network
-    point = point_of(network, names, at)
+    point = point_of(network, names, cut_point(at, kept, full[0][1].network.n_neurons))
     be = get_backend(backend)
     parts = [sensitivity(proto, exp, point, backend=be, step=step, traces=tr, keys=keys, retry=retry,
                          min_sensitivity=min_sensitivity) for proto, exp, tr, keys in runs]
-    sens = _join(parts, network.n_neurons, len(names))
-    levels = _noise_levels(source, [r[0].name for r in runs], noise)
+    sens = join(parts, network.n_neurons, len(names))
+    levels = noise_levels(source, [r[0].name for r in runs], noise)
     row_noise = np.concatenate([np.full(len(s.features), levels[r[0].name]) for r, s in zip(runs, parts)])
     result = _analyse(sens, names, point, rtol=rtol, min_sensitivity=min_sensitivity, noise=row_noise,
                       prior=prior)
     used = [r[0].name for r in runs]
     result["unconstrained"] = suggest_protocols(
-        result["sensitive"][:, :len(requested)], requested, {r[0].name: r[0] for r in runs}, network, point, be, step=step, retry=retry, min_sensitivity=min_sensitivity,
-        check=check, n_check=check_neurons, traces=any(r[2] for r in runs))
+        result["sensitive"][:, :len(requested)], requested, {r[0].name: r[0] for r in runs}, network, point, be,
+        step=step, retry=retry, min_sensitivity=min_sensitivity, check=check, n_check=check_neurons,
+        traces=any(r[2] for r in runs))
     settings = {"step": step, "retry": retry, "rtol": rtol, "min_sensitivity": min_sensitivity, "noise": noise,
                 "prior": prior, "noise_by_protocol": levels, "traces": {r[0].name: bool(r[2]) for r in runs},
                 "steps": {r[0].name: dict(zip(names, s.steps.tolist())) for r, s in zip(runs, parts)},
-                "n_neurons": network.n_neurons, "wall_s": round(time.perf_counter() - t0, 3)}
-    return Identifiability(parameters=list(names), requested=list(requested), protocols=used, features=sens.features, point=point,
-                           sensitivity=sens.matrix, valid=sens.valid, settings=settings, **result)
-
-
-def partners(names: Sequence[str]) -> list[str]:
-    """The parameters no bias sets that act with a requested bias only through a product or
-    ratio (calibration.md): ``I_X_w0`` -> ``alpha_X``, ``I_X_tau`` -> ``C_X``, the soma's
-    and adaptation's leaks -> their capacitances, ``Isoma_ahp_w`` -> ``alpha_ahp``."""
-    pairs = {"Isoma_dpi_tau": "Csoma_mem", "Isoma_ahp_tau": "Csoma_ahp", "Isoma_ahp_w": "alpha_ahp"}
-    for syn in SYNAPSE_TYPES:
-        pairs[f"I{syn}_w0"], pairs[f"I{syn}_tau"] = f"alpha_{syn}", f"C{syn}"
-    return list(dict.fromkeys(pairs[n] for n in names if n in pairs))
-
-
-def _names(space_or_names) -> list[str]:
-    if isinstance(space_or_names, str):
-        space_or_names = [space_or_names]
-    if hasattr(space_or_names, "core") and hasattr(space_or_names, "mismatch"):
-        names = list(space_or_names.core) + [m for m in space_or_names.mismatch if m not in space_or_names.core]
-    else:
-        names = list(dict.fromkeys(space_or_names))
-    if not names:
-        raise ParameterError("no parameters to analyse; give parameter names (e.g. ['Isoma_dpi_tau', "
-                             "'Iampa_w0']) or a SearchSpace.")
-    for name in names:
-        if name not in PARAMETERS:
-            raise unknown_name("parameter", name, PARAMETERS)
-    return names
-
-
-def _runs(source, protocols, traces) -> list[tuple]:
-    """(protocol, experiment, traces, feature keys or None) per analysed protocol."""
-    from dynacal.experiment import Experiment  # noqa: PLC0415
-    from dynacal.protocols import PROTOCOLS, get_protocol  # noqa: PLC0415
-
-    if isinstance(source, Experiment):
-        source = {source.name: source}
-    runs = []
-    if hasattr(source, "recordings"):  # a Target: what its recordings hold
-        for name, rec in source.recordings.items():
-            proto = get_protocol(rec)
-            feats = proto.features(rec)
-            keys = [k for k, v in feats.items() if np.isfinite(np.asarray(v, dtype=float)).any()]
-            runs.append((proto, rec.experiment, bool(rec.traces) if traces is None else traces, keys))
-    elif isinstance(source, Mapping):
-        for name, exp in source.items():
-            if not isinstance(exp, Experiment):
-                raise ParameterError(f"source[{name!r}] is a {type(exp).__name__}; give Experiments "
-                                     f"(get_protocol({name!r}).experiment('core0')) or a Target.")
-            if not exp.protocol:
-                raise ParameterError(f"experiment {name!r} names no protocol; build it with "
-                                     f"get_protocol(name).experiment(...) so its features can be read.")
-            runs.append((get_protocol(exp.protocol), exp, True if traces is None else traces, None))
-    else:
-        raise ParameterError(f"source is a {type(source).__name__}; give a Target, or {{name: Experiment}}.")
-    if protocols is not None:
-        for p in protocols:
-            if p not in PROTOCOLS:
-                raise unknown_name("protocol", p, PROTOCOLS)
-        runs = [r for r in runs if r[0].name in protocols]
-    else:
-        runs = [r for r in runs if r[0].name not in SKIP]
-    if not runs:
-        raise ParameterError(f"no protocol to analyse in the source (protocols={protocols}); give the "
-                             f"experiments or recordings of e.g. 'fi' and 'kernels'.")
-    first = runs[0][1].network
-    for proto, exp, _, _ in runs[1:]:
-        net = exp.network
-        if not (np.array_equal(net.core, first.core) and np.array_equal(net.neuron_id, first.neuron_id)):
-            raise ParameterError(f"the {proto.name} experiment holds other neurons than the "
-                                 f"{runs[0][0].name} one; build every experiment on the same neurons.")
-    return runs
-
-
-def _noise_levels(source, protocols, noise: float) -> dict[str, float]:
-    """Relative feature noise per protocol: ``noise``, or a target's measured noise floor
-    (``NoiseFloor.level``) where that is larger."""
-    floor = getattr(source, "noise", None)
-    out = {}
-    for name in protocols:
-        level = noise
-        if floor is not None and name in getattr(floor, "spreads", {}):
-            measured = floor.level(name)
-            level = max(noise, measured) if np.isfinite(measured) else noise
-        out[name] = float(level)
-    return out
-
-
-def _join(parts: Sequence[Sensitivity], n: int, p: int) -> Sensitivity:
-    if not any(s.features for s in parts):
-        return Sensitivity(np.zeros((n, 0, p)), np.zeros((n, 0), bool), [], np.zeros((n, 0)), np.zeros(p))
-    keep = [s for s in parts if s.features]
-    return Sensitivity(np.concatenate([s.matrix for s in keep], axis=1),
-                       np.concatenate([s.valid for s in keep], axis=1),
-                       [f for s in keep for f in s.features], np.concatenate([s.values for s in keep], axis=1),
-                       np.max([s.steps for s in keep], axis=0))
+                "n_neurons": network.n_neurons, "neurons": kept.tolist(),
+                "wall_s": round(time.perf_counter() - t0, 3)}
+    return Identifiability(parameters=list(names), requested=list(requested), protocols=used, features=sens.features,
+                           point=point, sensitivity=sens.matrix, valid=sens.valid, settings=settings, **result)
 
 
 def _analyse(sens: Sensitivity, names, point, *, rtol, min_sensitivity, noise, prior) -> dict:
     """Per-neuron spectra, posterior spread and correlation, and the combinations."""
     S = np.where(sens.valid[..., None], sens.matrix, 0.0)  # (N, F, P)
     out = _nullspace.spectra(S, rtol=rtol, min_sensitivity=min_sensitivity, noise=noise, prior=prior)
+    cov = out.pop("covariance")
     combos = _nullspace.combinations(S, out["sensitive"], names, rtol=rtol)
     n = S.shape[0]
-    out["combinations"] = [_combination(expo, count / n, point) for expo, count in combos if count >= 0.5 * n]
+    out["combinations"] = [_combination(expo, count / n, point, cov, names) for expo, count in combos
+                           if count >= 0.5 * n]
     return out
 
 
@@ -401,7 +357,7 @@ def _keep_order(name: str) -> tuple:
     return (not _BIAS.search(spec.doc), name.startswith("alpha_") or spec.unit == "F", name)
 
 
-def _combination(exponents: tuple, fraction: float, point) -> Combination:
+def _combination(exponents: tuple, fraction: float, point, cov: np.ndarray, names) -> Combination:
     """A Combination in a canonical form: members in table order, the kept member's power > 0."""
     table = list(PARAMETERS)
     expo = dict(sorted(exponents, key=lambda item: table.index(item[0])))
@@ -410,10 +366,13 @@ def _combination(exponents: tuple, fraction: float, point) -> Combination:
         expo = {k: -v for k, v in expo.items()}
     exact = all(isinstance(e, Fraction) for e in expo.values())
     values = np.ones_like(next(iter(point.values())))
-    for name, e in expo.items():
-        values = values * point[name] ** float(e)
+    e = np.zeros(len(names))
+    for name, power in expo.items():
+        values = values * point[name] ** float(power)
+        e[names.index(name)] = float(power)
+    sd = np.sqrt(np.einsum("p,npq,q->n", e, cov, e))
     return Combination(_nullspace.name_of(expo), {k: float(v) for k, v in expo.items()}, values, float(fraction),
-                       exact, keep, tuple(k for k in expo if k != keep))
+                       exact, keep, tuple(k for k in expo if k != keep), sd)
 
 
 def identifiable_space(space, ident: Identifiability, *, log_changes: bool = True):
@@ -429,15 +388,21 @@ def identifiable_space(space, ident: Identifiability, *, log_changes: bool = Tru
     Returns:
         A SearchSpace of the same type with fewer parameters.
     """
-    drop = set(ident.unconstrained)
-    for comb in ident.combinations:
-        for level in (space.core, space.mismatch):
-            members = sorted((m for m in comb.exponents if m in level and m not in drop), key=_keep_order)
+    loose = set(ident.unconstrained)
+    kept = []
+    for level in (space.core, space.mismatch):  # the core values and the factors each on their own
+        drop = set(loose)
+        for comb in ident.combinations:
+            members = sorted((m for m in comb.exponents if m in level and m not in loose), key=_keep_order)
             drop |= set(members[1:])
-    if log_changes and drop & (set(space.core) | set(space.mismatch)):
-        log.info("identifiable space: holding %s at their values", ", ".join(sorted(drop)))
-    core = {k: v for k, v in space.core.items() if k not in drop}
-    mismatch = {k: v for k, v in space.mismatch.items() if k not in drop}
+        kept.append({k: v for k, v in level.items() if k not in drop})
+    core, mismatch = kept
+    held = sorted((set(space.core) - set(core)) | (set(space.mismatch) - set(mismatch)))
+    if log_changes and held:
+        log.info("identifiable space: holding %s at their values", ", ".join(held))
+    if not core and not mismatch and not getattr(space, "scales", {}):
+        raise ParameterError(f"the protocols {ident.protocols} constrain none of {held}: nothing is left to "
+                             f"fit. Add the protocols ident.unconstrained names ({ident.unconstrained}).")
     if dataclasses.is_dataclass(space):
         return dataclasses.replace(space, core=core, mismatch=mismatch)
     return type(space)(core=core, mismatch=mismatch, scales=getattr(space, "scales", {}),

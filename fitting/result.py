@@ -37,6 +37,7 @@ Files (``result.save(folder)``; both written atomically, the npz first):
 id), ``ok`` bool (M,), ``per_neuron/<param>`` float64 (M,) for every PARAMETERS entry,
 ``quality/<protocol>`` float64 (M,), ``combinations/<i>`` float64 (M,).
 
+Non-finite numbers in the JSON are written as null (strict JSON); the npz keeps NaN.
 Loading checks the format, the version, every field's type and the npz's hash; a problem
 raises :class:`~dynacal.errors.RecordingError` naming the field and the file.
 """
@@ -86,12 +87,10 @@ def _jsonable(x: Any) -> Any:
         return [_jsonable(v) for v in x]
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _jsonable(x.tolist())
     if isinstance(x, float) and not np.isfinite(x):
-        return None if np.isnan(x) else float(x)
+        return None  # strict JSON (a browser reads it too): NaN and inf are null
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
     return repr(x)
@@ -169,7 +168,8 @@ class CalibrationResult:
             self.codes, self.code_error = self._nominal_codes(layers)
         else:
             self.codes = {int(c): {b: [int(x) for x in v] for b, v in per.items()} for c, per in self.codes.items()}
-            self.code_error = {int(c): {p: float(e) for p, e in per.items()} for c, per in dict(self.code_error).items()}
+            self.code_error = {int(c): {p: float(e) for p, e in per.items()}
+                               for c, per in dict(self.code_error).items()}
         for name in ("identifiability", "provenance", "options"):
             setattr(self, name, _jsonable(getattr(self, name) or {}))
         self.history = _jsonable(list(self.history or []))
@@ -286,6 +286,11 @@ class CalibrationResult:
                                   for k, v in cols.items()))
         return "\n".join(lines) + "\n"
 
+    def with_codes(self, table) -> "CalibrationResult":
+        """A copy holding a :class:`~.codes.CodeTable` measured on the chip (``export_codes``
+        then returns its codes)."""
+        return dataclasses.replace(self, code_table=table.to_dict() if hasattr(table, "to_dict") else dict(table))
+
     def export_codes(self) -> dict[int, dict[str, list[int]]]:
         """The codes to set on the board: measured on this chip (``code_table``) where there is
         one, otherwise the nominal bias map's."""
@@ -347,7 +352,7 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def write_json(path: Path, data: Mapping) -> Path:
-    text = json.dumps(data, indent=1, allow_nan=True)
+    text = json.dumps(data, indent=1, allow_nan=False)
     return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 

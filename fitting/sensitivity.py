@@ -41,7 +41,6 @@ flags Euler-unstable (``Recording.unstable``) are dropped; trace features of syn
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Mapping, NamedTuple, Sequence
@@ -53,13 +52,10 @@ from dynacal.errors import ParameterError
 from dynacal.experiment import Experiment
 from dynacal.params import PARAMETERS, SYNAPSE_TYPES
 
-__all__ = ["Sensitivity", "sensitivity", "point_of", "suggest_protocols", "subset", "LINEAR_FEATURES",
-           "TRACE_FEATURES", "SKIP"]
+__all__ = ["Sensitivity", "sensitivity", "point_of", "candidates", "column_norms", "LINEAR_FEATURES", "TRACE_FEATURES"]
 
 log = logging.getLogger(__name__)
 
-#: Protocols never analysed by default: held-out validation and generic imported features.
-SKIP = ("heldout", "recorded")
 #: Feature-name prefixes read on a linear scale (they change sign or count a few spikes).
 LINEAR_FEATURES = ("evoked_",)
 #: protocol -> feature-name prefixes computed from synapse traces (valid where the soma is unstable).
@@ -149,7 +145,7 @@ def sensitivity(protocol, experiment: Experiment, point: Mapping[str, np.ndarray
     inert = _inert(experiment, names)
     active = [nm for nm in names if nm not in inert]  # inert columns are exact zeros, not run
     fine = _one_step(protocol, experiment, {nm: point[nm] for nm in active}, backend, step, traces, keys)
-    loose = [i for i in range(len(active)) if np.median(_norms(fine)[:, i]) < min_sensitivity]
+    loose = [i for i in range(len(active)) if np.median(column_norms(fine)[:, i]) < min_sensitivity]
     if loose and retry > 1 and fine.features:
         fine = _retry(fine, loose, protocol, experiment, {nm: point[nm] for nm in active}, backend,
                       step * retry, traces, keys)
@@ -189,7 +185,7 @@ def _inert(experiment: Experiment, names) -> set[str]:
     return out
 
 
-def _norms(s: Sensitivity) -> np.ndarray:
+def column_norms(s: Sensitivity) -> np.ndarray:
     """(N, P) RMS-sum of each column over the valid features."""
     return np.sqrt((np.where(s.valid[..., None], s.matrix, 0.0) ** 2).sum(axis=1))
 
@@ -203,9 +199,11 @@ def _one_step(protocol, experiment, point, backend, step, traces, keys) -> Sensi
     else:
         rec = backend.run(experiment, params)
         rec.metadata["protocol"] = experiment.protocol or protocol.describe()
-    log.info("sensitivity of %s: %d candidates x %d conditions x %d neurons, step %g: %.2f s", protocol.name,
-             2 * n_par + 1, experiment.n_conditions, experiment.network.n_neurons, step, time.perf_counter() - t0)
+    t1 = time.perf_counter()
     feats = protocol.features(rec)
+    log.info("sensitivity of %s: %d candidates x %d conditions x %d neurons, step %g: run %.2f s, features %.2f s",
+             protocol.name, 2 * n_par + 1, experiment.n_conditions, experiment.network.n_neurons, step, t1 - t0,
+             time.perf_counter() - t1)
     b, n = 2 * n_par + 1, experiment.network.n_neurons
     unstable = np.zeros((b, n), dtype=bool)
     if rec.unstable is not None:
@@ -261,51 +259,3 @@ def _differences(x: np.ndarray, step: float, *, linear: bool) -> tuple[np.ndarra
     valid = (ok0 & usable.all(axis=0)) | zero
     d[:, zero] = 0.0
     return d.T, valid
-
-
-def suggest_protocols(sensitive, names, used: Mapping, network, point, backend, *, step, retry, min_sensitivity,
-                      check, n_check, traces) -> dict[str, tuple[str, ...]]:
-    """Unconstrained parameter -> protocols that would constrain it.
-
-    Args:
-        sensitive: bool (N, P) of the analysis; a parameter sensitive in fewer than half the
-            neurons is unconstrained.
-        names, point: the P parameter names and their values (N,).
-        used: name -> Protocol analysed (a used protocol is a candidate again only with
-            other settings: its defaults, or those in ``check``).
-        check: True / a mapping name -> Protocol: every candidate protocol of the lab order
-            runs on ``n_check`` neurons and is named where its features move with the
-            parameter (a disagreement with its ``sensitive_to`` is logged); False: the
-            candidates whose ``sensitive_to`` lists it.
-    """
-    from dynacal.protocols import ORDER, PROTOCOLS  # noqa: PLC0415
-
-    loose = [nm for i, nm in enumerate(names) if sensitive[:, i].mean() < 0.5]
-    given = check if isinstance(check, Mapping) else {}
-    others = {c: given.get(c) or PROTOCOLS[c]() for c in ORDER if c not in SKIP}
-    others = {c: proto for c, proto in others.items() if used.get(c) != proto}
-    if not loose:
-        return {}
-    if check is False:
-        return {nm: tuple(c for c in others if nm in PROTOCOLS[c].sensitive_to) for nm in loose}
-    sub = subset(network, n_check)
-    asked = {nm: point[nm][:sub.n_neurons] for nm in loose}
-    confirmed: dict[str, list[str]] = {nm: [] for nm in loose}
-    for name, proto in others.items():
-        s = sensitivity(proto, proto.experiment(sub), asked, backend=backend, step=step, traces=traces,
-                        retry=retry, min_sensitivity=min_sensitivity)
-        for j, nm in enumerate(asked):
-            moves = bool(np.median(_norms(s)[:, j]) >= min_sensitivity)
-            if moves:
-                confirmed[nm].append(name)
-            if moves != (nm in proto.sensitive_to):
-                log.debug("%s %s %s in sensitive_to, but its features %s with it here", name,
-                          "does not list" if moves else "lists", nm, "move" if moves else "do not move")
-    return {nm: tuple(v) for nm, v in confirmed.items()}
-
-
-def subset(network, k: int):
-    """The first ``k`` neurons of ``network`` (with their core biases and per-neuron values)."""
-    k = max(1, min(int(k), network.n_neurons))
-    return dataclasses.replace(network, core=network.core[:k], neuron_id=network.neuron_id[:k],
-                               neuron_values={nm: np.asarray(v)[:k] for nm, v in network.neuron_values.items()})

@@ -320,11 +320,17 @@ def _wanted_keys(neurons: Any) -> np.ndarray:
         except DynacalError as exc:
             raise ParameterError(f"neurons = {neurons!r}: {exc}") from None
     arr = np.asarray(neurons)
-    if arr.ndim != 2 or arr.shape[1] != 3 or not np.issubdtype(arr.dtype, np.integer):
-        raise ParameterError(f"neurons has shape {arr.shape}; give a spec ('core0', 'core0:64', 'chip0'), an int, "
-                             f"a Network, or integer (M, 3) rows of (chip, core, id).")
+    integral = np.issubdtype(arr.dtype, np.integer) or (
+        np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
+    if arr.ndim != 2 or arr.shape[1] != 3 or not integral or arr.size == 0:
+        raise ParameterError(f"neurons has shape {arr.shape} ({arr.dtype}); give a spec ('core0', 'core0:64', "
+                             f"'chip0'), an int, a Network, or integer (M, 3) rows of (chip, core, id).")
     from dynacal.chip import CORES_PER_CHIP, NEURONS_PER_CORE
-    return (arr[:, 0] * CORES_PER_CHIP + arr[:, 1]) * NEURONS_PER_CORE + arr[:, 2]
+    arr = arr.astype(np.int64)
+    keys = (arr[:, 0] * CORES_PER_CHIP + arr[:, 1]) * NEURONS_PER_CORE + arr[:, 2]
+    if np.unique(keys).size != keys.size:
+        raise ParameterError("neurons lists a (chip, core, id) twice; list each neuron once.")
+    return keys
 
 
 def _select_neurons(groups, neurons):

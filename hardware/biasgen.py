@@ -12,8 +12,8 @@ factor per bias. Codes are given in the DAC's coarse convention: ``bit_reversed=
 means the 3 coarse bits are reversed (as some tools send them); the table is always indexed
 by the *logical* coarse range (0 = smallest).
 
-A lab that measured its chip loads a table with :meth:`BiasDAC.load` (formats in
-:mod:`.dacfile`: JSON for the parametric model, CSV for measured currents).
+A lab that measured its chip loads a table with :func:`.dacfile.load_dac` (JSON for the
+parametric model, CSV for measured currents); this module never reads or writes files.
 
 >>> dac = BiasDAC()
 >>> float(dac.current(3, 255))
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -266,7 +264,7 @@ class BiasDAC:
         c, f = np.divmod(flat_code, N_FINE)
         return c.reshape(target.shape), f.reshape(target.shape), values[pick].reshape(target.shape)
 
-    # --- files -------------------------------------------------------------------------
+    # --- description -------------------------------------------------------------------
 
     def to_dict(self) -> dict:
         """The parametric description as JSON-able dict (measured tables are not included)."""
@@ -275,22 +273,6 @@ class BiasDAC:
                 "floor_A": self.floor, "scale": dict(self.scale),
                 "coarse_convention": "reversed" if self.bit_reversed else "logical",
                 "measured_biases": sorted(self.tables)}
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the DAC: JSON (parametric) or, for a ``.csv`` path, the full table of every
-        bias (formats in the module doc; written atomically)."""
-        from .dacfile import save_dac
-        return save_dac(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "BiasDAC":
-        """Read a DAC from a JSON (parametric) or CSV (measured table) file (module doc).
-
-        Raises:
-            ParameterError: missing file, unknown format, bad rows (the message names the row).
-        """
-        from .dacfile import load_dac
-        return load_dac(path)
 
     def __repr__(self) -> str:
         return (f"BiasDAC({self.name!r}, floor={format_quantity(self.floor, 'A')}, "

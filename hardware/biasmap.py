@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dynacal._files import atomic_write
+from dynacal.files import atomic_write
 from dynacal.errors import ParameterError, unknown_name
 from dynacal.params import PARAMETERS
 from dynacal.units import format_quantity

@@ -13,8 +13,9 @@
   parametric model, scaled per (bias, coarse range) to the geometric mean of the measured
   ratios, so a lab can measure a few fine codes per range.
 
-Use them through :meth:`BiasDAC.save <dynacal.hardware.biasgen.BiasDAC.save>` and
-:meth:`BiasDAC.load <dynacal.hardware.biasgen.BiasDAC.load>`.
+:func:`save_dac` and :func:`load_dac` are the only file functions of the DAC: this module
+builds on :mod:`.biasgen` (the model), which knows nothing of files, so the two never
+import each other.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynacal._files import atomic_write
+from dynacal.files import atomic_write
 from dynacal.errors import ParameterError
 
 from .biasgen import BIAS_NAMES, N_COARSE, N_FINE, BiasDAC, _check_bias, _check_codes, reverse_coarse

@@ -22,31 +22,29 @@
 
 A failure of the device (any exception of samna while measuring) is retried ``retries``
 times on a re-opened device (waited for with a bounded backoff); sets already measured are
-kept, saved to ``checkpoint_dir`` (one HDF5 recording per set, reused by a later run of the
+kept, saved to ``checkpoint_dir`` (:mod:`.board_results`) (one HDF5 recording per set, reused by a later run of the
 same experiment and codes) and returned in :class:`BoardRunError` (``on_error="raise"``) or
 as a partial recording (``on_error="partial"``). The board has no trace readout.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from dynacal.backends.base import resolve_params, run_conditions
-from dynacal.errors import BoardError, DynacalError, ParameterError, RecordingError, unknown_name
+from dynacal.errors import BoardError, DynacalError, ParameterError, unknown_name
 from dynacal.experiment import Experiment
 from dynacal.params import Params
 from dynacal.recording import Recording, check_record
 
-from .attribution import Epoch, RunState as _Run, Window, attribute, loss_message
+from .attribution import Epoch, RunState as _Run, Window, attribute
 from .biasgen import BiasDAC
 from .biasmap import BiasConstants
+from .board_results import (BoardRunError, board_recording, check_losses, checkpoint_path, load_checkpoint,
+                            save_checkpoint)
 from .config import plan_network, wire_codes
 from .events import split_events, unwrap
 from .fpga import MAX_MULTIPLIER, schedule
@@ -57,21 +55,6 @@ from .sets import ignored_parameters, set_codes
 __all__ = ["BoardBackend", "BoardRunError"]
 
 log = logging.getLogger(__name__)
-
-
-class BoardRunError(BoardError):
-    """The board failed part-way through a run (or lost too many events); what was measured
-    is kept.
-
-    Attributes:
-        partial: a :class:`Recording` with the completed sets (metadata lists them).
-        completed: indices of the completed parameter sets; failed: the set that failed
-            (None when the run failed on its losses).
-    """
-
-    def __init__(self, message: str, partial: Recording, completed: list[int], failed: int | None):
-        super().__init__(message)
-        self.partial, self.completed, self.failed = partial, completed, failed
 
 
 class BoardBackend:
@@ -250,22 +233,17 @@ class BoardBackend:
             self._collect()
             self._finish_epoch(run)
         rec = self._recording(run)
-        self._check_losses(rec, run)
+        check_losses(rec, run, self.max_loss_fraction, self.on_loss)
         return rec
 
     def _set(self, run: _Run, i: int) -> None:
         """One parameter set: from the checkpoint, or measured with retries."""
-        path = self._checkpoint_path(run.experiment, run.settings[i], i)
+        path = checkpoint_path(self.checkpoint_dir, run.experiment, run.settings[i], i, self.name)
         run.paths[i] = path
-        if path is not None and path.exists():
-            try:
-                rec = Recording.load(path)
-                log.info("parameter set %d: reusing %s", i, path)
-                run.results[i] = (rec.spike_neuron, rec.spike_time, dict(rec.metadata.get("board_set", {}),
-                                                                            reused=str(path)))
-                return
-            except RecordingError as exc:
-                log.warning("checkpoint %s is unreadable (%s); measuring again", path, exc)
+        reused = load_checkpoint(path, i)
+        if reused is not None:
+            run.results[i] = reused
+            return
         last = None
         for attempt in range(self.retries + 1):
             try:
@@ -279,13 +257,6 @@ class BoardBackend:
                 self._finish_epoch(run)  # the sets measured before the failure are final
                 self._drop()
         raise last
-
-    def _checkpoint_path(self, experiment, setting, i) -> Path | None:
-        if self.checkpoint_dir is None:
-            return None
-        codes = json.dumps({f"{c},{k}": v for (c, k), v in sorted(setting.codes.items())}, sort_keys=True)
-        key = hashlib.sha256((experiment.content_hash() + codes + self.name).encode()).hexdigest()[:16]
-        return self.checkpoint_dir / f"set{i:04d}_{key}.h5"
 
     def _measure(self, run: _Run, i: int) -> None:
         """One measurement on the device; any samna failure becomes a :class:`BoardError`."""
@@ -371,38 +342,13 @@ class BoardBackend:
             stats.update(attempts=run.attempts.get(i, 1), n_dropped=run.dropped.get(i))
             run.results[i] = (neurons, times, stats)
             if run.paths.get(i) is not None:
-                Recording.from_times(self.name, run.experiment.dt, run.experiment.n_steps, 1, run.plan.n_neurons,
-                                     np.zeros(times.size, np.int64), neurons, times,
-                                     metadata={"board_set": stats, "set": i}).save(run.paths[i])
+                save_checkpoint(run.paths[i], self.name, run, i)
         run.epochs.append(summary)
         run.pending = [i for i in run.pending if i not in per_set]
         # what follows in this epoch belongs to later runs: keep the unwrap state, drop the rest
         ep.state, ep.events, ep.arrived_us, ep.windows, ep.n_discarded = ep.live, [], [], [], 0
 
-    def _check_losses(self, rec: Recording, run: _Run) -> None:
-        message = loss_message(rec.metadata["board"]["losses"], self.max_loss_fraction)
-        if message and self.on_loss == "raise":
-            raise BoardRunError(message, rec, sorted(run.results), None)
-        if message:
-            log.warning("%s", message)
-
     def _recording(self, run: _Run, failed: int | None = None) -> Recording:
-        b = len(run.settings)
-        results = run.results
-        parts = [(np.full(results[i][0].size, i), results[i][0], results[i][1]) for i in sorted(results)]
-        if parts:
-            sb, sn, st = (np.concatenate(x) for x in zip(*parts))
-        else:
-            sb, sn, st = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        meta = {"experiment": run.experiment.summary(), "device": self.device_name, "serial": self.serial,
-                "samna_version": self._link.version,
-                "board": {"plan": run.plan.summary(), "fpga": run.sched.summary(), "completed_sets": sorted(results),
-                          "missing_sets": [i for i in range(b) if i not in results],
-                          "failed_set": failed, "ignored_parameters": run.ignored,
-                          "sink_wiring": self._link.wiring, "waited_for_device_s": self._link.waited_s,
-                          "codes": [{f"{c},{k}": v for (c, k), v in sorted(s.codes.items())} for s in run.settings],
-                          "max_param_rel_error": [s.report.max_rel_error for s in run.settings],
-                          "sets": {str(i): results[i][2] for i in sorted(results)},
-                          "losses": run.losses(), "epochs": run.epochs}}
-        return Recording.from_times(self.name, run.experiment.dt, run.experiment.n_steps, b, run.plan.n_neurons,
-                                    sb, sn, st, metadata=meta, experiment=run.experiment)
+        return board_recording(run, self.name, failed, device={
+            "device": self.device_name, "serial": self.serial, "samna_version": self._link.version,
+            "sink_wiring": self._link.wiring, "waited_for_device_s": self._link.waited_s})

@@ -22,6 +22,11 @@ The twin behaves like a physical board, as seen through samna:
   at >= 100 nA) since the previous run, a run starts with the last ``memory_s`` (0.5 s) of
   input replayed (under the current biases: an approximation, exact when they did not
   change); state older than ``memory_s`` is taken as decayed. Idle time between runs counts;
+- a reconfiguration ends a run: each run is simulated past its stimulus (``tail_s``), but when
+  the host sets a bias, applies a configuration or starts the next stimulus at time T, the
+  spikes the old configuration would have fired after T never happen (the chip changed): they
+  are taken out of the host buffer unseen (``TwinRun.n_cut``), so they never fall into the next
+  set's window;
 - faults on request (:class:`TwinFaults`): the device disappears at a time into a given run
   (every later call raises ``RuntimeError``, events not yet in the host buffer are lost,
   and it comes back powered up after ``reconnect_after_s``), and a fraction of events
@@ -29,15 +34,15 @@ The twin behaves like a physical board, as seen through samna:
 
 Every run's ground truth is kept in :attr:`TwinBoard.history` (:class:`TwinRun`: what was
 simulated, each spike's step and whether it was dropped or late); fault and noise settings
-are validated (:class:`~dynacal.errors.ParameterError`). Time is virtual: the backend sleeps through :meth:`TwinBoard.sleep`, so a 1 s stimulus does
-not take 1 s. Each run is simulated from the generator's start to its last event (the
+are validated (:class:`~dynacal.errors.ParameterError`); the three live in
+:mod:`.twin_settings`. Time is virtual: the backend sleeps through :meth:`TwinBoard.sleep`,
+so a 1 s stimulus does not take 1 s. Each run is simulated from the generator's start to its last event (the
 backend ends the program with filler events at the end of the measurement) plus ``tail_s``
 (0.5 s); nothing is emitted after that.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 
@@ -45,7 +50,6 @@ import numpy as np
 
 from dynacal.backends.torch_sim import TorchBackend
 from dynacal.chip import Connections, Network
-from dynacal.errors import ParameterError
 from dynacal.experiment import Experiment
 from dynacal.params import SYNAPSE_TYPES, Params
 from dynacal.stimulus import Stimulus
@@ -58,6 +62,7 @@ from .fake_samna import make_samna
 from .fake_samna.device import ConfigState
 from .fpga import FPGA_CLOCK_HZ
 from .twin_chip import Mismatch, TwinChip
+from .twin_settings import TwinFaults, TwinNoise, TwinRun
 
 __all__ = ["TwinBoard", "TwinNoise", "TwinFaults", "TwinRun", "twin_backend", "DEFAULT_SERIAL"]
 
@@ -67,90 +72,6 @@ _DISCHARGE_A = 100e-9
 _BIAS = {name: i for i, name in enumerate(BIAS_NAMES)}
 # samna enum value -> index in SYNAPSE_TYPES
 _SYN = {int(getattr(dyn.Dynapse1SynType, SAMNA_SYN_TYPES[t])): i for i, t in enumerate(SYNAPSE_TYPES)}
-
-
-def _check_setting(owner: str, name: str, value, low: float, high: float = math.inf, *, unit: str = "s") -> None:
-    """A finite number in [low, high] (or a clear ParameterError naming the setting)."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not (math.isfinite(float(value)) and low <= float(value) <= high):
-        span = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
-        raise ParameterError(f"{owner}({name}={value!r}): {name} must be a finite number {span}"
-                             f"{' ' + unit if unit else ''}; e.g. {owner}({name}={low if low > 0 else 0})")
-
-
-@dataclasses.dataclass(frozen=True)
-class TwinNoise:
-    """Measurement noise of the twin (see the module doc); times in s.
-
-    Raises:
-        ParameterError: a negative or non-finite time, or ``drop_rate`` outside 0..1.
-    """
-
-    latency_s: float = 2e-6
-    jitter_s: float = 1e-6
-    drop_rate: float = 1e-3
-    usb_latency_s: float = 1e-3
-
-    def __post_init__(self):
-        for name in ("latency_s", "jitter_s", "usb_latency_s"):
-            _check_setting("TwinNoise", name, getattr(self, name), 0.0)
-        _check_setting("TwinNoise", "drop_rate", self.drop_rate, 0.0, 1.0, unit="")
-
-
-@dataclasses.dataclass(frozen=True)
-class TwinFaults:
-    """Faults on request.
-
-    Attributes:
-        disconnect_runs: indices of generator starts (0 = the board's first run, counted over
-            its life) at which the device disappears.
-        disconnect_at_s: how long after that start, s.
-        reconnect_after_s: virtual s until it re-enumerates, powered up; None: never.
-        late_fraction: fraction of events that reach the host late; late_delay_s: by how much.
-        wrap_at_reset: the counter wraps just before each ``reset_timestamp`` and its
-            ``TimestampWrapEvent`` reaches the host just after it.
-
-    Raises:
-        ParameterError: a setting outside its range (fractions 0..1, times finite and >= 0).
-    """
-
-    disconnect_runs: tuple = ()
-    disconnect_at_s: float = 0.05
-    reconnect_after_s: float | None = 0.0
-    late_fraction: float = 0.0
-    late_delay_s: float = 0.0
-    wrap_at_reset: bool = False
-
-    def __post_init__(self):
-        runs = self.disconnect_runs
-        if not isinstance(runs, (tuple, list)) or not all(
-                isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 0 for r in runs):
-            raise ParameterError(f"TwinFaults(disconnect_runs={runs!r}): give a tuple of run indices >= 0, "
-                                 f"e.g. disconnect_runs=(1,).")
-        _check_setting("TwinFaults", "disconnect_at_s", self.disconnect_at_s, 0.0)
-        if self.reconnect_after_s is not None:
-            _check_setting("TwinFaults", "reconnect_after_s", self.reconnect_after_s, 0.0)
-        _check_setting("TwinFaults", "late_fraction", self.late_fraction, 0.0, 1.0, unit="")
-        _check_setting("TwinFaults", "late_delay_s", self.late_delay_s, 0.0)
-
-
-@dataclasses.dataclass
-class TwinRun:
-    """Ground truth of the last run (for tests and debugging): the experiment and parameters
-    simulated, the simulated neurons' global ids, the replayed prefix in steps, the noise-free
-    spikes (step after the generator start, global id) and what became of each."""
-
-    experiment: Experiment
-    params: Params
-    ids: np.ndarray
-    prefix_steps: int
-    spike_step: np.ndarray
-    spike_id: np.ndarray
-    n_dropped: int
-    n_late: int
-    kept: np.ndarray | None = None  # bool (S,): the spike reached the host buffer
-    late: np.ndarray | None = None  # bool (S,): it arrived late_delay_s late
-    lost_routes: int = 0  # SRAM routes that left the 2 x 2 chip grid (their events are lost)
 
 
 class TwinBoard:
@@ -180,6 +101,11 @@ class TwinBoard:
         self.last_run: TwinRun | None = None
         self.history: list[TwinRun] = []  # every run's ground truth, in order
         self._pending: list = []  # (arrival s, event) in flight outside a run
+        # spikes of the last run not yet fired (spike time s, event, index in last_run): a
+        # reconfiguration or a new run at time T means the chip's state changed at T, so the
+        # spikes the old run would have fired after T never happen (:meth:`_cut`)
+        self._future: list[tuple[float, object, int]] = []
+        self.retract = lambda events: None  # set by the fake device: removes events from its buffers
         self._lost_routes = 0
         self._sim = TorchBackend(engine="fused")
         self._gone_at = self._back_at = math.inf
@@ -221,9 +147,26 @@ class TwinBoard:
         self._update()
 
     def configure(self, state: ConfigState) -> None:
+        self._cut()
         self.state = state
 
+    def _cut(self) -> None:
+        """The chip changes now: the last run's spikes after now are not fired (they were
+        simulated under the old configuration) and leave the host buffer unseen."""
+        if not self._future:
+            return
+        run, gone = self.last_run, []
+        for t_spike, event, k in self._future:
+            if t_spike > self.now_s:
+                gone.append(event)
+                if run is not None and run.kept is not None:
+                    run.kept[k] = False
+                    run.n_cut += 1
+        self._future = []
+        self.retract(gone)
+
     def set_bias(self, chip: int, core: int, name: str, coarse: int, fine: int) -> None:
+        self._cut()
         self.state.codes[chip, core, _BIAS[name]] = (coarse, fine)
         if name in LEAK_BIASES:
             idx = [_BIAS[b] for b in LEAK_BIASES]
@@ -242,6 +185,7 @@ class TwinBoard:
 
     def play(self, fpga: tuple, multiplier: int) -> list:
         """Run the preloaded stimulus from now; returns (arrival time s, event) pairs."""
+        self._cut()
         core_mask, address, target_chip, isi = fpga
         run, t0 = self.runs, self.now_s
         self.runs += 1
@@ -370,6 +314,7 @@ class TwinBoard:
             g = int(who[k])
             ev = dyn.Spike(g // 1024, (g % 1024) // 256, g % 256, int(count[k] % period))
             timed.append((float(arrival[k]), ev))
+            self._future.append((float(t_spike[k]), ev, int(k)))
         first_wrap = int(math.floor((t0 - self._reset_at) * 1e6)) // period + 1
         last_wrap = int(math.floor((end - self._reset_at) * 1e6)) // period
         for w in range(first_wrap, last_wrap + 1):

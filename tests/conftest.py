@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from dynacal import Experiment, poisson
-from dynacal.compare import seed_network
-
-SEED_WEIGHTS = {"NMDA": 10, "AMPA": 5, "GABA_A": 1, "GABA_B": 2}
+from dynacal.seed import SEED_WEIGHTS, seed_network
 
 
 def single_neuron_experiment(weights=None, rate=80.0, n_steps=1000, dt=1e-4, seed=0, dc=None):

@@ -76,7 +76,11 @@ def test_compare_torch_writes_every_file(tmp_path, capsys):
     assert "running torch ... first run" in printed and "warm run" in printed
     run = metrics["backends"]["torch"]
     assert run["deterministic"] and 0 < run["wall_time_s"] and 0 < run["first_run_wall_time_s"]
-    assert len(os.listdir(out)) == len(FIGURES) + 3  # metrics.json, torch.h5, torch.npz
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["command"] == "dynacal compare"
+    # metrics.json, torch.h5, torch.npz and the figures, each listed in the manifest
+    assert sorted(os.listdir(out)) == sorted([*manifest["files"], "manifest.json"])
+    assert len(manifest["files"]) == len(FIGURES) + 3
 
 
 @pytest.mark.parametrize("duration", ["20 ms", "0.02", "20ms"])
@@ -398,15 +402,16 @@ def test_a_bug_is_one_line_with_the_log_of_its_traceback(monkeypatch, tmp_path, 
     assert "in broken" in text and "RuntimeError: something inside dynacal went wrong" in text
 
 
-def test_an_interrupt_is_one_line_and_exit_130(monkeypatch, capsys):
+def test_an_interrupt_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
     import dynacal.compare
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dynacal.compare, "compare", interrupted)
-    assert main(["compare", "--backends", "torch"]) == 130
-    assert capsys.readouterr().err.strip() == "dynacal compare: interrupted"
+    assert main(["compare", "--backends", "torch", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == (f"dynacal compare: interrupted; kept in {tmp_path}/: no finished "
+                                               f"file; finish it with --resume")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dynacal import ParameterError, Recording
-from dynacal.compare import LOG_FLOOR, TOLERANCE, agreement, seed_experiment
+from dynacal.compare import LOG_FLOOR, TOLERANCE, agreement
+from dynacal.seed import seed_experiment
 from dynacal.params import STATE_NAMES
 
 

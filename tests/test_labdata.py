@@ -16,7 +16,7 @@ import pytest
 
 from dynacal import Recording, RecordingError, get_backend
 from dynacal.cli import main
-from dynacal.compare import seed_experiment
+from dynacal.seed import seed_experiment
 from dynacal.labformat import read_plain
 from dynacal.metrics import isi_statistics
 

@@ -75,18 +75,33 @@ def test_van_rossum_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(lambda v: van_rossum_distance(v, y, 3e-3, DT), (x,), eps=1e-6, atol=1e-7)
 
 
-def test_van_rossum_on_a_differentiable_run():
+def test_van_rossum_on_a_differentiable_run_has_the_engines_gradient():
+    # through the simulator: the eager engine's autograd and the fused CPU gradient (separate
+    # code) give the same surrogate gradient of the same distance
+    pytest.importorskip("numba")
     from .conftest import single_neuron_experiment
 
     exp = single_neuron_experiment(n_steps=300)
-    backend = get_backend("torch", engine="eager")
-    target = backend.run(exp, Params.from_values(Iampa_w0=120e-12))
-    w0 = torch.tensor([[100e-12]], dtype=torch.float64, requires_grad=True)
-    model = backend.run(exp, Params.from_values(Iampa_w0=w0))
-    assert model.raster is not None and model.raster.requires_grad
-    d = van_rossum_distance(spike_raster(model), spike_raster(target), 10e-3, exp.dt).sum()
-    d.backward()
-    assert torch.isfinite(w0.grad).all() and float(w0.grad) != 0
+    grads = {}
+    for engine in ("eager", "fused"):
+        backend = get_backend("torch", engine=engine)
+        target = backend.run(exp, Params.from_values(Iampa_w0=120e-12))
+        w0 = torch.tensor([[100e-12]], dtype=torch.float64, requires_grad=True)
+        model = backend.run(exp, Params.from_values(Iampa_w0=w0))
+        assert model.metadata["engine"] == engine and model.raster.requires_grad
+        van_rossum_distance(spike_raster(model), spike_raster(target), 10e-3, exp.dt).sum().backward()
+        grads[engine] = float(w0.grad)
+    assert grads["eager"] != 0
+    assert grads["fused"] == pytest.approx(grads["eager"], rel=1e-9)
+
+
+def test_van_rossum_gradient_in_the_raster_is_the_finite_difference():
+    # the distance is smooth in a real-valued raster: its autograd gradient must match
+    # central differences (this is what the surrogate gradient flows through)
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(40, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = (torch.rand(40, 2, 3, generator=g, dtype=torch.float64) < 0.2).double()
+    assert torch.autograd.gradcheck(lambda x: van_rossum_distance(x, b, 2e-3, DT), (a,), eps=1e-6, atol=1e-8)
 
 
 def test_exponential_filter_is_the_recursion():

@@ -206,7 +206,7 @@ def test_interrupt_then_resume_gives_the_uninterrupted_table(signum, code, word,
 
 def test_an_interrupt_that_a_callback_swallows_still_stops_the_write(tmp_path):
     # h5py prints and drops exceptions raised in its callbacks; the rename must not happen
-    from dynacal._files import atomic_write
+    from dynacal.files import atomic_write
     from dynacal._outdir import terminate_on_sigterm
 
     def write(fh):

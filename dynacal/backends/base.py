@@ -35,7 +35,7 @@ import torch
 
 from ..errors import ParameterError, unknown_name
 from ..experiment import Experiment
-from ..params import PARAMETERS, Params, _check
+from ..params import PARAMETERS, Params, check_values
 from ..recording import Recording
 
 __all__ = ["Backend", "resolve_params", "expand_conditions", "run_conditions", "merge_conditions",
@@ -113,7 +113,7 @@ def expand_conditions(p: Params, conditions: Mapping[str, Sequence[float]]) -> P
         t = getattr(p, f.name)
         if f.name in values:
             v = torch.as_tensor(values[f.name], dtype=t.dtype, device=t.device)
-            _check(f.name, v)
+            check_values(f.name, v)
             v = v.reshape(L, -1)  # (L, 1) or (L, N)
             t = v.repeat(b, 1)  # row b * L + l = condition l
         elif t.shape[0] > 1:

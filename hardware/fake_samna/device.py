@@ -111,6 +111,12 @@ class BasicSinkNode:
             self._arrival.insert(k, arrival)
             self._events.insert(k, event)
 
+    def _retract(self, events: set[int]) -> None:
+        """Remove buffered events by identity (the twin's spikes that were never fired)."""
+        keep = [i for i, e in enumerate(self._events) if id(e) not in events]
+        self._events = [self._events[i] for i in keep]
+        self._arrival = [self._arrival[i] for i in keep]
+
     def get_events(self) -> list:
         now = self._board.now_s if self._board is not None else float("inf")
         k = bisect.bisect_right(self._arrival, now)
@@ -139,6 +145,11 @@ class SourceNode:
     def _emit(self, timed: list[tuple[float, Any]]) -> None:
         for sink in self._sinks:
             sink._push(timed)
+
+    def _retract(self, events: list) -> None:
+        ids = {id(e) for e in events}
+        for sink in self._sinks:
+            sink._retract(ids)
 
 
 class LegacySourceNode(SourceNode):
@@ -255,6 +266,7 @@ class Dynapse1Model:
         self._generation = board.generation
         self._check()
         self._source = SourceNode(board) if strict else LegacySourceNode(board)
+        board.retract = self._source._retract  # the twin takes back spikes a reconfiguration prevented
         self._api = Dynapse1Interface(self)
         self._gen = Dynapse1FpgaSpikeGen(self)
 

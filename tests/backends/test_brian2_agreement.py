@@ -36,6 +36,7 @@ from dynacal.chip import Chip  # noqa: E402
 from dynacal.errors import BackendUnavailable, ParameterError  # noqa: E402
 from dynacal.experiment import Experiment  # noqa: E402
 from dynacal.params import PARAMETERS, Params  # noqa: E402
+from dynacal.seed import seed_experiment as notebook_experiment  # noqa: E402
 from dynacal.stimulus import Stimulus, poisson  # noqa: E402
 
 pytestmark = pytest.mark.brian2
@@ -80,17 +81,9 @@ def _report(case: str, diffs: dict[str, float]) -> None:
 # --- experiments ---------------------------------------------------------------------------
 
 def seed_experiment() -> Experiment:
-    """The seed notebook: 1 neuron on Core_1, four 80 Hz Poisson inputs (NMDA, AMPA, GABA_A,
-    GABA_B) with weights 10/5/1/2, seed 0, 100 ms at 100 us."""
-    chip = Chip()
-    neuron = chip.get_neurons(1, "Core_1")
-    inputs = chip.add_inputs(4)
-    for k, (kind, w) in enumerate(zip(("NMDA", "AMPA", "GABA_A", "GABA_B"), (10, 5, 1, 2))):
-        syn = chip.add_connection(inputs[k], neuron, synapse_type=kind)
-        chip.connect(syn, True)
-        syn.weight = w
-    chip.set_bias({"Isoma_th": "2000 pA", "Isoma_pfb_th": "1000 pA"}, "Core_1")
-    return Experiment(chip.network(), poisson(4, 80.0, T, DT, seed=0), DT, T, "seed")
+    """The seed notebook (:mod:`dynacal.seed`): 1 neuron on Core_1, four 80 Hz Poisson inputs
+    (NMDA, AMPA, GABA_A, GABA_B) with weights 10/5/1/2, seed 0, 100 ms at 100 us."""
+    return notebook_experiment(seed=0, duration=T * DT, dt=DT)
 
 
 #: The seed experiment's parameter sets: the seed itself; base weights x3 (5-20 spikes);

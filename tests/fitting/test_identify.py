@@ -69,6 +69,9 @@ def test_kernels_find_alpha_times_w0_and_the_tau_ratio(both):
     assert np.all(both.singular_values[:, -2:] < 1e-6 * both.singular_values[:, :1])
     i, j = both.parameters.index("alpha_ampa"), both.parameters.index("Iampa_w0")
     assert both.correlation.values[i, j] < -0.99  # only the product is known
+    # ... and it is known well (the jump read from the trace), its members only as the prior allows
+    assert np.all(product.uncertainty < 0.05)
+    assert np.all(both.uncertainty[:, [i, j]] > 0.7)
 
 
 def test_fi_alone_leaves_the_synapse_unconstrained_and_warns(fi_only, caplog):
@@ -81,6 +84,8 @@ def test_fi_alone_leaves_the_synapse_unconstrained_and_warns(fi_only, caplog):
     assert len(lines) == 2 and len(caplog.records) == 2
     assert all("kernels" in line and "fi" in line for line in lines)
     assert any(line.startswith("Iampa_w0 ") for line in lines)
+    text = fi_only.summary()
+    assert "unconstrained Iampa_w0: add kernels or rate_transfer" in text
 
 
 def test_leak_and_gain_are_identifiable_from_fi(fi_only):
@@ -97,12 +102,26 @@ def test_per_neuron_results_follow_the_mismatch(both):
     product = _combination(both, "alpha_ampa*Iampa_w0")
     w0 = np.geomspace(50e-12, 200e-12, 4)
     np.testing.assert_allclose(product.values, 4.0 * w0, rtol=1e-12)
+    np.testing.assert_allclose(product.value_of({"alpha_ampa": 2.0, "Iampa_w0": w0}), 2.0 * w0)
+    with pytest.raises(ParameterError, match="alpha_ampa"):
+        product.value_of({"Iampa_w0": w0})
     # leak differs per neuron: so does the f-I curve's sensitivity to it
     leak = both.parameters.index("Isoma_dpi_tau")
     rates = [k for k, f in enumerate(both.features) if f.startswith("fi.rate[")]
     s = both.sensitivity[:, rates, leak]
     assert np.ptp(s, axis=0).max() > 0.05
     np.testing.assert_allclose(both.point["Isoma_dpi_tau"], np.geomspace(3e-12, 8e-12, 4))
+
+
+def test_a_quick_plan_on_a_spread_subset_of_neurons():
+    neurons = _mismatched(8)
+    experiments = {"fi": FI.experiment(neurons), "kernels": KERNELS.experiment(neurons)}
+    w0 = np.geomspace(50e-12, 200e-12, 8)
+    ident = identifiability(experiments, ["alpha_ampa", "Iampa_w0", "Isoma_dpi_tau"], at={"Iampa_w0": w0 * 2},
+                            neurons=3, check=False)
+    assert ident.settings["neurons"] == [0, 4, 7] and ident.sensitivity.shape[0] == 3
+    np.testing.assert_allclose(_combination(ident, "alpha_ampa*Iampa_w0").values, 4.0 * 2 * w0[[0, 4, 7]])
+    np.testing.assert_allclose(ident.point["Isoma_dpi_tau"], np.geomspace(3e-12, 8e-12, 8)[[0, 4, 7]])
 
 
 def test_spike_only_target_still_finds_the_product():
@@ -151,6 +170,39 @@ def test_a_fit_of_the_default_space_runs_on_identifiable_combinations():
         assert sum(m in reduced.mismatch for m in comb.exponents) <= 1
 
 
+def test_core_values_and_factors_are_reduced_each_on_their_own(both):
+    from dynacal.fitting.space import core_parameter, factor_parameter  # noqa: PLC0415
+
+    space = SearchSpace(core={n: core_parameter(n, both.point[n][0]) for n in ("alpha_ampa", "Iampa_w0")},
+                        mismatch={"alpha_ampa": factor_parameter("alpha_ampa")})
+    reduced = identifiable_space(space, both)
+    assert list(reduced.core) == ["Iampa_w0"]  # the product is fitted through the weight bias
+    assert list(reduced.mismatch) == ["alpha_ampa"]  # the only per-neuron member: it carries the product
+
+
+def test_a_space_the_protocols_do_not_constrain_is_refused(fi_only):
+    from dynacal.fitting.space import core_parameter  # noqa: PLC0415
+
+    space = SearchSpace(core={"Iampa_w0": core_parameter("Iampa_w0", 1e-10)})
+    with pytest.raises(ParameterError, match="nothing is left to fit.*kernels"):
+        identifiable_space(space, fi_only)
+
+
+def test_unstable_neurons_keep_their_trace_features_only():
+    """Strong GABA_A shunting makes forward Euler unstable in neurons 2 and 3 (dpi-model.md):
+    their spike features are dropped, the synapse traces (independent of the soma) kept."""
+    kernels = SynapticKernels(synapses=("ampa", "gaba_a"), weights=(8, 4), repeats=1)
+    net = dataclasses.replace(layout("core0:4"), neuron_values={"Igaba_a_w0": np.array([1e-10, 1e-10, 2e-9, 2e-9])})
+    ident = identifiability({"kernels": kernels.experiment(net)}, ["alpha_gaba_a", "Igaba_a_w0", "Iampa_w0"],
+                            check=False)
+    spikes = [k for k, f in enumerate(ident.features) if "latency" in f or "evoked" in f]
+    traces = [k for k, f in enumerate(ident.features) if "amplitude" in f or "tau_" in f]
+    assert spikes and traces
+    assert ident.valid[:2, spikes].all() and not ident.valid[2:, spikes].any()
+    assert ident.valid[:, traces].all()
+    assert _combination(ident, "alpha_gaba_a*Igaba_a_w0").neurons == 1.0
+
+
 def test_to_dict_is_json_and_the_matrix_has_its_labels(both):
     d = json.loads(json.dumps(both.to_dict()))
     assert d["parameters"] == both.parameters
@@ -188,3 +240,11 @@ def test_nullspace_finds_powers_and_ratios_of_a_known_matrix():
     assert found == {(("x", Fraction(2)), ("y", Fraction(1))): 1, (("z", Fraction(1)), ("w", Fraction(-1))): 1}
     assert _nullspace.name_of({"x": Fraction(2), "y": Fraction(1)}) == "x^2*y"
     assert _nullspace.name_of({"z": Fraction(1, 2), "w": Fraction(-1)}) == "z^(1/2)/w"
+
+
+def test_one_informative_feature_does_not_merge_the_degeneracies():
+    """With a single feature every column is parallel to every other; only the exact pairs
+    (powers 1 and -1) are combinations, not the accidental link between them."""
+    S = np.array([[[0.734, 0.734, 1.0, -1.0]]])
+    found = dict(_nullspace.combinations(S, np.ones((1, 4), bool), ["x", "y", "z", "w"], rtol=1e-3))
+    assert set(found) == {(("x", Fraction(1)), ("y", Fraction(1))), (("z", Fraction(1)), ("w", Fraction(-1)))}

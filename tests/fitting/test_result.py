@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dynacal import Chip
+from dynacal.backends import get_backend
 from dynacal.errors import ParameterError, RecordingError
 from dynacal.fitting.cache import cache_key, cached_for_serial, find_cached, latest_for_serial, provenance, store
 from dynacal.fitting.result import CalibrationResult
@@ -172,3 +173,68 @@ def test_cache_store_find_and_latest(tmp_path, monkeypatch):
         [folder.name, cache_key(hashes, {"fitter": "optuna"})])
     (folder / "calibration.npz").write_bytes(b"garbage")
     assert find_cached(7, hashes, options) is None  # damaged: a miss, not a crash
+
+
+def test_cache_key_from_a_fitters_provenance(tmp_path, monkeypatch):
+    """calibrate() names the target's hashes "hashes": the entry is still found by them."""
+    monkeypatch.setenv("DYNACAL_CACHE", str(tmp_path))
+    hashes, options = {"fi.h5": "cd" * 32}, {"fitter": "optuna", "budget_s": 60.0}
+    r = make(options=options, provenance={"serial": "7", "hashes": hashes, "versions": {"dynacal": "0.1.0"}})
+    store(r)
+    assert find_cached("7", hashes, options, version="0.1.0") is not None
+    with pytest.raises(ParameterError, match="serial"):
+        store(make(provenance={"serial": "../x"}))
+
+
+def test_the_core_reads_the_layers_without_fitting(tmp_path):
+    """ChipLayers.load (helper i11) reads calibration.json's top-level layers."""
+    if not hasattr(ChipLayers, "load"):
+        pytest.skip("ChipLayers.load arrives with issue 11's layers work")
+    r = make()
+    r.save(tmp_path)
+    layers = ChipLayers.load(tmp_path)
+    assert layers.core_values == r.layers().core_values
+    np.testing.assert_array_equal(layers.mismatch["Iampa_w0"][0], r.mismatch["Iampa_w0"][0])
+
+
+def test_params_equal_what_the_objective_simulates():
+    """With the fitter's Objective (helper "fit"): its candidate values for a winner are the
+    calibrated neurons' result.params."""
+    objective = pytest.importorskip("dynacal.fitting.objective")
+    space = pytest.importorskip("dynacal.fitting.space")
+    from dynacal.protocols import FICurve
+    fi = FICurve(levels=(5e-10, 2e-9), duration=0.1, settle=0.02)
+    ids = np.arange(0, 256, 32)
+    net = fi.experiment(f"core0:{ids.size}").network
+    rec = fi.run(get_backend("torch"), net)
+    P = space.Parameter
+    sp = space.SearchSpace(core={"Isoma_dpi_tau": P("Isoma_dpi_tau", 1e-12, 5e-11),
+                                 "alpha_soma": P("alpha_soma", 0.5, 20.0)},
+                           mismatch={"Isoma_dpi_tau": P("Isoma_dpi_tau", 0.3, 3.0, level="neuron", sigma=0.2),
+                                     "Iampa_w0": P("Iampa_w0", 0.3, 3.0, level="neuron", sigma=0.2)})
+    obj = objective.Objective({"fi": rec}, sp)
+    core = {"Isoma_dpi_tau": 4.1e-12, "alpha_soma": 2.7}
+    fac = {k: RNG.lognormal(0, 0.2, net.n_neurons) for k in ("Isoma_dpi_tau", "Iampa_w0")}
+    simulated = obj.values(core, fac)
+    full = {k: np.ones(256) for k in fac}
+    for k, f in fac.items():
+        full[k][net.neuron_id] = f
+    r = CalibrationResult({0: core}, {k: {0: v} for k, v in full.items()},
+                          neurons=np.stack([net.core // 4, net.core % 4, net.neuron_id], 1))
+    p = r.params(net)
+    for name, v in simulated.items():
+        torch.testing.assert_close(getattr(p, name).expand_as(v), v, rtol=1e-12, atol=0, msg=name)
+        np.testing.assert_allclose(r.per_neuron[name], v[0].numpy(), rtol=1e-12)
+
+
+def test_non_finite_numbers_are_strict_json(tmp_path):
+    q = RNG.uniform(0, 1, 256)
+    q[:250] = np.nan  # masked neurons
+    r = make(quality={"fi": {"per_neuron": q}},
+             identifiability={"condition": float("inf"), "s": np.array([1.0, np.nan])})
+    path = r.save(tmp_path)
+    data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["identifiability"] == {"condition": None, "s": [1.0, None]}
+    back = CalibrationResult.load(path)
+    assert np.isnan(back.quality["fi"]["per_neuron"][:250]).all()
+    assert back.quality["fi"]["median"] == pytest.approx(np.median(q[250:]))

@@ -96,6 +96,10 @@ def test_subset_cuts_every_recording_consistently(tmp_path):
         Target.load(folder, neurons="core1:2")
     with pytest.raises(ParameterError, match="shape"):
         Target.load(folder, neurons=[0.5, 1.5])
+    with pytest.raises(ParameterError, match="twice"):
+        Target.load(folder, neurons=[[0, 0, 1], [0, 0, 1]])
+    as_floats = Target.load(folder, neurons=np.array([[0.0, 0.0, 3.0]]))  # as a JSON file gives them back
+    np.testing.assert_array_equal(as_floats.neurons, [[0, 0, 3]])
 
 
 def test_subset_keeps_traces_and_per_neuron_values(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +51,11 @@ def test_late_events_go_to_their_own_set(params, n_sets):
         assert got[b] == truth[b], f"set {b}: {len(got[b] - truth[b])} foreign, {len(truth[b] - got[b])} missing"
     meta = rec.metadata["board"]
     late = [meta["sets"][str(b)]["n_late"] for b in range(n_sets)]
+    # the twin's own record of which delivered spikes of our neurons, in the window, came late
+    ours = set(plan_network(exp.network).global_ids().tolist())
+    came_late = [int((run.late & run.kept & (run.spike_step < exp.n_steps)
+                      & np.isin(run.spike_id, list(ours))).sum()) for run in backend.twin.history]
+    assert late == came_late
     assert all(n > 0.2 * len(truth[b]) for b, n in enumerate(late))  # about 30 % came late, all were placed
     dropped = [meta["sets"][str(b)]["n_dropped"] for b in range(n_sets)]
     assert dropped == [run.n_dropped for run in backend.twin.history]
