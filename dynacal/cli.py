@@ -1,4 +1,5 @@
-"""The ``dynacal`` command line: ``compare``, ``characterize``, ``bench`` and ``import``.
+"""The ``dynacal`` command line: ``compare``, ``characterize``, ``bench``, ``import``, ``board``, and
+``calibrate`` / ``verify`` / ``report`` (run by :mod:`dynacal.fitting.commands`, imported only then).
 
 Human units live here (ms, pA, Hz on the command line and in the printout); everything
 passed on to the library is SI. This is the only module that prints.
@@ -119,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     b.set_defaults(run=_bench)
     _add_import(sub)
     _add_board(sub)
+    _add_fitting(sub)
     return parser
 
 
@@ -486,3 +488,53 @@ def _board_check(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: attach it to an issue about this board")
     return 0 if all(r.ok for r in results) else 1
 
+
+
+# --- calibrate, verify, report (dynacal.fitting, imported when one of them runs) ----------
+
+def _add_fitting(sub) -> None:
+    c = sub.add_parser("calibrate", help="fit the simulator to a chip: core biases and per-neuron mismatch",
+                       description="Fit the torch simulator's core biases and per-neuron mismatch to a target (a "
+                       "folder of recordings) or to a board, which is measured first (protocols in the lab order, "
+                       "saved in OUT/target). Writes calibration.json (and .npz), the Optuna study (study.db) and "
+                       "manifest.json to --out; `dynacal report OUT` draws it.")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--target", metavar="DIR", help="a folder of recordings with their experiments")
+    src.add_argument("--board", metavar="SPEC", help="twin, twin:SERIAL (the twin board) or board (a Dynap-SE1)")
+    c.add_argument("--neurons", default=None, help="core0 (256 neurons), core0:64 (the first 64) or chip0 "
+                   "(default: core0 on a board, every neuron of the target)")
+    c.add_argument("--fitter", choices=("hybrid", "optuna", "gradient"), default="hybrid", help="default hybrid")
+    c.add_argument("--storage", default=None, metavar="URL", help="Optuna storage (default sqlite:///OUT/study.db)")
+    c.add_argument("--budget", default="600 s", metavar="SECONDS", help="wall-time budget of the fit, e.g. 600 or "
+                   "'10 min' (default 600 s)")
+    c.add_argument("--heldout", default="heldout", metavar="PROTOCOL", help="comma-separated protocols kept out "
+                   "of the fit to check it (default heldout)")
+    c.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _add_run_folder(c)
+    c.set_defaults(run=_fitting)
+    v = sub.add_parser("verify", help="check a calibration against the chip on held-out protocols",
+                       description="Run the held-out protocols on the chip (or read them from a target folder) and "
+                       "on the calibrated simulator, print per protocol how far their spike counts are apart, and "
+                       "exit 1 when the median per-neuron error is beyond --tolerance.")
+    v.add_argument("--calibration", required=True, metavar="FILE", help="calibration.json (or its folder)")
+    src = v.add_mutually_exclusive_group(required=True)
+    src.add_argument("--target", metavar="DIR", help="a folder of recordings holding the held-out protocols")
+    src.add_argument("--board", metavar="SPEC", help="twin, twin:SERIAL or board: measure them now")
+    v.add_argument("--heldout", default="heldout", metavar="PROTOCOL", help="comma-separated protocols "
+                   "(default heldout)")
+    v.add_argument("--tolerance", default="5%", help="largest median per-neuron spike-count error, e.g. 5%% or "
+                   "0.05 (default 5%%)")
+    v.set_defaults(run=_fitting)
+    r = sub.add_parser("report", help="write an HTML report of a calibration folder",
+                       description="Draw a calibration folder (dynacal calibrate --out DIR) as one HTML page with "
+                       "its PNG figures beside it: before/after rasters and traces, f-I curves, mismatch, "
+                       "fitted-vs-true values where the truth is known (the twin), identifiability, convergence.")
+    r.add_argument("folder", metavar="DIR", help="the calibration folder")
+    r.add_argument("--out", default=None, metavar="DIR", help="where the page goes (default DIR/report)")
+    r.set_defaults(run=_fitting)
+
+
+def _fitting(args: argparse.Namespace) -> int:
+    from dynacal.fitting import commands  # noqa: PLC0415  (the core does not import fitting otherwise)
+
+    return commands.run(args)
