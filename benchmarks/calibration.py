@@ -19,11 +19,9 @@ kernels and rate transfer, and a held-out protocol) for one core's neurons, cali
 Protocol choices (FITTING.md: the twin simulates at 100 us; GABA_A shunting makes forward
 Euler unstable in a quarter of the neurons, where the chip would not be): kernels and rate
 transfer drive NMDA and AMPA only, and the held-out protocol NMDA and AMPA (its GABA weights
-0), so no target recording is garbage. The twin runs with a simulated tail of 0.05 s after each
-set (``--twin-tail``): with its default 0.5 s, a set driven by a DC (f-I, refractory) goes on
-firing in the twin after the board has moved on, and those spikes land in the next set's
-window (measured: 1.5x the spikes of the simulator at the true parameters; with 0.05 s they
-agree). The hot neurons (an extra DC the twin hides) are
+0), so no target recording is garbage. (The twin once let a DC-driven set's spikes after the
+stimulus land in the next set's window; hardware/twin.py now cuts them at a reconfiguration, so
+the twin runs as ``get_backend("twin:SERIAL")``, with no tail workaround.) The hot neurons (an extra DC the twin hides) are
 listed; they are scored like the others.
 """
 
@@ -150,15 +148,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--budget", type=float, default=600.0, help="calibration budget in s")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the noise protocol")
     ap.add_argument("--out", default=None, help="folder for the target and the calibration (default: temporary)")
-    ap.add_argument("--twin-tail", type=lambda x: None if x == "none" else float(x), default=0.05,
-                    help="the twin's simulated tail after each set, s (its default 0.5 s leaks a DC-driven set's "
-                         "spikes into the next set's window; 'none' for get_backend('twin:SERIAL') as it is)")
+    ap.add_argument("--reuse-target", action="store_true",
+                    help="load the target already in --out/target instead of measuring it again")
     ap.add_argument("--again", action="store_true",
                     help="compare the target and calibration already in --out (no measuring, no fitting)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     from dynacal.fitting import Target
-    from dynacal.hardware.twin import twin_backend
     from dynacal.fitting.calibrate import CalibrationOptions, calibrate
 
     out = Path(args.out or tempfile.mkdtemp(prefix="dynacal-calibration-"))
@@ -171,10 +167,11 @@ def main(argv=None) -> dict:
         print(table(stats, result, float("nan"), wall))
         return stats
     t0 = time.monotonic()
-    twin = get_backend(f"twin:{args.serial}") if args.twin_tail is None else \
-        twin_backend(args.serial, board_options={"tail_s": args.twin_tail})
-    target = Target.measure(twin, f"core0:{args.neurons}", PROTOCOLS,
-                            out=out / "target", repeats=args.repeats, progress=False)
+    if args.reuse_target and (out / "target").is_dir():
+        target = Target.load(out / "target")
+    else:
+        target = Target.measure(get_backend(f"twin:{args.serial}"), f"core0:{args.neurons}", PROTOCOLS,
+                                out=out / "target", repeats=args.repeats, progress=False)
     measure_s = time.monotonic() - t0
     t0 = time.monotonic()
     result = calibrate(target, options=CalibrationOptions(budget_s=args.budget, progress=True), out=out / "fit")
