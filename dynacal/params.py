@@ -387,7 +387,3 @@ def check_dt(dt: float | str) -> float:
                              f"pass e.g. 1e-4 or \"100 us\".")
     return float(dt)
 
-
-# The former private names, kept while branches written before they became public are merged
-# (fitting/codes.py imports _to_tensor); new code uses the public ones.
-_to_tensor, _check, _check_dt = to_tensor, check_values, check_dt

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dynacal._files import atomic_write
+from dynacal.files import atomic_write
 from dynacal._outdir import MANIFEST, RunFolder
 from dynacal.plots import save_figure
 from dynacal.recording import Recording
